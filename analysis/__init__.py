@@ -1,0 +1,1 @@
+"""RankScope analysis: pure functions over ``LayerDelta`` and tensors (no streamlit, no file formats)."""

@@ -1,0 +1,1 @@
+"""One module per ``rankscope`` sub-command (``HELP``, ``add_arguments``, ``run``)."""

@@ -1,0 +1,49 @@
+"""``rankscope app``: start the Streamlit workbench (127.0.0.1 unless told otherwise)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HELP = "start the browser workbench (Streamlit) on 127.0.0.1"
+
+REPO = Path(__file__).resolve().parents[2]
+MAIN = REPO / "app" / "main.py"
+SAMPLES = REPO / "sample_checkpoints"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.add_argument("--samples", default=str(SAMPLES), help="folder of checkpoints loaded at start (default: the bundled samples)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
+
+
+def streamlit_command(host: str, port: int, samples: str, headless: bool = True) -> list[str]:
+    """The argv that serves the workbench; the server settings are explicit, not left to defaults."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        "--server.address", host, "--server.port", str(port),
+        "--server.headless", "true" if headless else "false",
+        "--server.enableXsrfProtection", "true",
+        "--browser.gatherUsageStats", "false",
+        "--", "--samples", samples,
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+
+    if not (1 <= args.port <= 65535):
+        raise UserError(args.port, "port must be between 1 and 65535")
+    if not Path(args.samples).is_dir():
+        raise UserError(args.samples, "the samples folder does not exist")
+    print(f"RankScope workbench on http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    try:
+        return subprocess.call(streamlit_command(args.host, args.port, args.samples, headless=args.no_browser), cwd=REPO, env=env)
+    except KeyboardInterrupt:
+        return 0

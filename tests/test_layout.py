@@ -1,0 +1,42 @@
+"""The project's names resolve to this repository (PyPI has unrelated `adapters`, `analysis`, `app`),
+and imports flow one way: analysis never imports streamlit, training or formats."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["adapters", "analysis", "app"])
+def test_packages_resolve_to_this_repository(name: str) -> None:
+    mod = importlib.import_module(name)
+    assert Path(mod.__file__).resolve().is_relative_to(REPO / name), mod.__file__
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(("." * node.level) + node.module)
+    return names
+
+
+def test_analysis_imports_no_streamlit_training_or_formats() -> None:
+    for path in (REPO / "analysis").rglob("*.py"):
+        for name in _imports(path):
+            assert not name.startswith("streamlit"), f"{path} imports {name}"
+            assert "formats" not in name and "training" not in name, f"{path} imports {name}"
+
+
+def test_streamlit_only_in_app() -> None:
+    for pkg in ("adapters", "analysis"):
+        for path in (REPO / pkg).rglob("*.py"):
+            assert not any(n.startswith("streamlit") for n in _imports(path)), path
