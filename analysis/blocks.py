@@ -16,19 +16,27 @@ from adapters.delta import LayerDelta
 __all__ = ["BLOCK_ENTRIES", "stacked_low_rank", "coalesced_sparse", "working_eps", "row_blocks", "support_row_blocks"]
 
 BLOCK_ENTRIES = 1 << 22  # entries per row band (4M: 32 MB in float64)
+_last: list = []  # one-entry cache of stacked_low_rank: (parts, dtype, result); parts are kept alive
 
 
 def stacked_low_rank(delta: LayerDelta, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor] | None:
     """All low-rank parts as one product ``B @ A``: B (out, R) with the scales folded in, A (R, in).
 
     Σ_i s_i B_i A_i = [s_1 B_1, s_2 B_2, ...] @ [A_1; A_2; ...]. Parts with scale 0 or r = 0 are
-    dropped; None when nothing is left.
+    dropped; None when nothing is left. The last result is cached (the metrics of one layer all ask
+    for it; the key holds the parts themselves, so it cannot match another layer's).
     """
-    parts = [p for p in delta.low_rank if p.scale != 0.0 and p.rank > 0]
+    parts = tuple(p for p in delta.low_rank if p.scale != 0.0 and p.rank > 0)
     if not parts:
         return None
-    B = torch.cat([p.B.to(dtype) * p.scale for p in parts], dim=1)
-    A = torch.cat([p.A.to(dtype).to(B.device) for p in parts], dim=0)
+    if _last and _last[1] == dtype and len(_last[0]) == len(parts) and all(a is b for a, b in zip(_last[0], parts)):
+        return _last[2]
+    if len(parts) == 1:
+        B, A = parts[0].B.to(dtype) * parts[0].scale, parts[0].A.to(dtype)
+    else:
+        B = torch.cat([p.B.to(dtype) * p.scale for p in parts], dim=1)
+        A = torch.cat([p.A.to(dtype).to(B.device) for p in parts], dim=0)
+    _last[:] = [parts, dtype, (B, A)]
     return B, A
 
 

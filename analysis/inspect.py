@@ -13,8 +13,11 @@ time from the (lazy) ``DeltaSet`` and dropped after use.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import torch
 
 from adapters.delta import DeltaSet, LayerDelta
 
@@ -67,16 +70,35 @@ def inspect_layer(delta: LayerDelta, top_k: int = TOP_K) -> tuple[dict[str, Any]
     return rec, warnings
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then restore. Per-layer low-rank work is a few small
+    kernels: on a busy 2-core machine, multi-threading them costs up to 30× (threads wait on each other)."""
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != old:
+            torch.set_num_threads(old)
+
+
 def inspect_deltaset(ds: DeltaSet, top_k: int = TOP_K, details: bool = False,
                      progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """The inspect object for ``ds`` (module docstring). ``details`` keeps ``DETAIL_KEYS`` in each layer
-    (for the human table); ``progress(i, n, layer)`` is called before each layer."""
+    (for the human table); ``progress(i, n, layer)`` is called before each layer. Loading and pure
+    low-rank layers run single-threaded; dense and sparse work keeps every torch thread."""
     layers, warnings = [], list(ds.warnings)
     total: int | None = 0
+    threads = torch.get_num_threads()
     for i, name in enumerate(ds.names):
         if progress is not None:
             progress(i, len(ds), name)
-        rec, warn = inspect_layer(ds[name], top_k)
+        with torch_threads(1):
+            delta = ds[name]
+        with torch_threads(1 if delta.rank_bound is not None else threads):
+            rec, warn = inspect_layer(delta, top_k)
         layers.append(rec if details else {k: rec[k] for k in LAYER_KEYS})
         warnings += warn
         total = None if total is None or rec["n_params"] is None else total + rec["n_params"]

@@ -218,8 +218,8 @@ def spectrum(delta: LayerDelta, k: int | None = None, exact: bool | None = None)
     if structured and lr is None:
         return Spectrum(empty, delta.shape, 0.0, True, "empty", eps)
     if structured and lr[0].shape[1] < min(m, n):
-        vals = low_rank_singular_values(*lr)
-        return Spectrum(vals, delta.shape, frobenius_norm(delta), True, "low_rank_qr", eps)
+        vals = low_rank_singular_values(*lr)  # every nonzero σ, so ‖ΔW‖_F = ‖σ‖₂ exactly
+        return Spectrum(vals, delta.shape, float(torch.linalg.vector_norm(vals)), True, "low_rank_qr", eps)
     small = m * n <= EXACT_MAX_ENTRIES
     if exact or (exact is None and small) or lr is None or lr[0].shape[1] >= min(m, n):
         return _dense_spectrum(delta, delta.dense(torch.float64), k, exact, eps)
