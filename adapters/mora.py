@@ -211,20 +211,19 @@ class MoraLinear(SeedBuffers, AdapterLinear):
         d, k, op = self.out_features, self.in_features, self.operator
         kw = dict(name=name, shape=(d, k), method=self.method, n_params=self.n_params, meta=self.meta())
         with torch.no_grad():
-            m, dense = self.M.detach(), self.delta_weight().detach()
-            factors = None
+            m, factors = self.M.detach(), None
             if op == "sharing":
                 factors = (torch.eye(self.r_hat, dtype=m.dtype, device=m.device)[self.out_index], self._sharing_core())
             elif op == "orthogonal":
                 factors = (self.decompress.clone(), m @ self.compress)
             elif op == "truncation":
                 dd = min(d, self.r_hat)
-                factors = (torch.eye(d, dd, dtype=m.dtype, device=m.device), dense[:dd].clone())
+                factors = (torch.eye(d, dd, dtype=m.dtype, device=m.device), self.delta_weight()[:dd].clone())
             if factors is not None and factors[0].shape[1] * (d + k) < d * k:
-                return LayerDelta(low_rank=(LowRank(factors[0], factors[1].detach(), 1.0),), **kw)
+                return LayerDelta(low_rank=(LowRank(factors[0], factors[1], 1.0),), **kw)
+            dense = self.delta_weight().detach()
             if op in ("decouple", "rotation"):
                 mask = self.support()
-                nnz = int(mask.sum())
-                if 3 * nnz < d * k:
+                if 3 * int(mask.sum()) < d * k:
                     return LayerDelta(sparse=(SparsePart(mask.nonzero().t(), dense[mask], (d, k)),), **kw)
             return LayerDelta(dense_part=dense.clone(), **kw)
