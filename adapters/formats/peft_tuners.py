@@ -1,0 +1,2 @@
+"""Other PEFT tuners."""
+MORE_TUNERS: dict = {}
