@@ -116,7 +116,7 @@ def group_keys(keys: Iterable[str], params: Iterable[str], shared: Iterable[str]
         if bare in shared:
             g.shared[bare] = key
             continue
-        hit = split_key(key, params)
+        hit = split_key(key, params + tuple(shared))
         if hit is None or not hit[0]:
             g.other.append(key)
             continue

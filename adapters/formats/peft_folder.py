@@ -177,7 +177,8 @@ def load_peft_weights(path: Path, tf: Any, cfg: dict[str, Any], base: BaseWeight
                          "model to see it as a dense delta")
     config = dict(cfg)
     config["modules_to_save_found"] = sorted(saved)
-    return finish(layers, source=str(path), method=tuner.method, format="peft", config=config, warnings=warns,
+    method = "dora" if ptype == "LORA" and cfg.get("use_dora") else tuner.method
+    return finish(layers, source=str(path), method=method, format="peft", config=config, warnings=warns,
                   check=check)
 
 
