@@ -69,6 +69,9 @@ def list_adapters(folder: Path) -> dict[str, Path]:
 
 
 _PREFIXES = ("base_model.model.", "base_model.")
+# named tensors inside an adapter sub-module (RoSA's CSR buffers, NOLA's seed and coefficients)
+SUBFIELDS = frozenset({"values", "row_offs", "row_idx", "col_idx", "tr_perm", "tr_row_offs", "tr_row_idx",
+                       "tr_col_idx", "seed", "coefficients"})
 
 
 def split_key(key: str, params: Iterable[str]) -> tuple[str, str] | None:
@@ -93,6 +96,8 @@ def split_key(key: str, params: Iterable[str]) -> tuple[str, str] | None:
                 leaf = None
             if len(rest) > 1:
                 return None
+            if leaf is None and rest and rest[0] in SUBFIELDS:  # rosa_spa.values, lora_A.seed ...
+                return ".".join(parts[:i]), f"{parts[i]}.{rest[0]}"
             slot = parts[i] + (".bias" if leaf == "bias" else "")
             return ".".join(parts[:i]), slot
     return None

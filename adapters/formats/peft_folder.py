@@ -37,10 +37,20 @@ TUNERS: dict[str, Tuner] = {"LORA": Tuner(LORA_PARAMS, build_lora, "lora")}
 
 
 def _register_more() -> None:
+    from .official import OFFICIAL_TUNERS
     from .peft_tuners import MORE_TUNERS
 
-    for k, v in MORE_TUNERS.items():
+    for k, v in {**MORE_TUNERS, **OFFICIAL_TUNERS}.items():
         TUNERS.setdefault(k, Tuner(**v))
+
+
+def _pick_tuner(ptype: str, cfg: dict[str, Any]) -> Tuner | None:
+    """The tuner for ``peft_type``; the MoRA and NOLA forks keep ``LORA`` and add a flag."""
+    if ptype == "LORA" and cfg.get("use_mora"):
+        return TUNERS["MORA"]
+    if ptype == "LORA" and cfg.get("use_nola"):
+        return TUNERS["NOLA"]
+    return TUNERS.get(ptype) if ptype not in ("MORA", "NOLA") else None
 
 
 # LoRA variants that change the maths (formats.md 1.2 / 1.4)
@@ -138,20 +148,15 @@ def load_peft_weights(path: Path, tf: Any, cfg: dict[str, Any], base: BaseWeight
     _register_more()
     warns = list(warnings or [])
     ptype = str(cfg.get("peft_type", "")).upper()
-    if ptype == "LORA" and cfg.get("use_mora"):
-        from .official import load_mora
-        return load_mora(path, tf, cfg, base, check=check, warnings=warns)
-    if ptype == "LORA" and cfg.get("use_nola"):
-        from .official import load_nola
-        return load_nola(path, tf, cfg, base, check=check, warnings=warns)
-    if ptype == "ROSA":
-        from .official import load_rosa
-        return load_rosa(path, tf, cfg, base, check=check, warnings=warns)
-    tuner = TUNERS.get(ptype)
+    tuner = _pick_tuner(ptype, cfg)
     if tuner is None:
-        raise CheckpointError(path, f"unsupported peft_type {ptype[:40]!r} (supported: {', '.join(sorted(TUNERS))}, "
-                                    "ROSA, LORA with use_mora / use_nola)")
-    if ptype == "LORA":
+        raise CheckpointError(path, f"unsupported peft_type {ptype[:40]!r} (supported: {', '.join(sorted(set(TUNERS) - {'MORA', 'NOLA'}))}, "
+                                    "and LORA with use_mora / use_nola)")
+    if tuner.method == "nola":
+        from .official import _NOLA_NOTE
+        if _NOLA_NOTE not in warns:
+            warns.append(_NOLA_NOTE)
+    if tuner.method == "lora":
         _lora_checks(cfg, path, base, warns)
     if tuner.needs_base and base is None:
         raise CheckpointError(path, tuner.needs_base)
