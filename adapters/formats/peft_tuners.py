@@ -47,6 +47,16 @@ def _rank_alpha(ctx: Ctx, module: str, r_key: str = "r", a_key: str = "alpha") -
     return r, float(alpha)
 
 
+def _kernel(ctx: Ctx, module: str, meta: dict, known: tuple[int, ...] = ()) -> dict:
+    """Record a conv kernel size (from the factors, else from the base shapes) in ``meta``."""
+    shape = ctx.base.shape(module) if ctx.base is not None and not known else None
+    kernel = list(known) or (list(shape[2:]) if shape is not None and len(shape) > 2 else [])
+    if kernel:
+        meta["kernel_size"] = kernel
+        meta["orientation"] = f"conv weight flattened to (out, in*{'*'.join(map(str, kernel))})"
+    return meta
+
+
 def _flat(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1) if t.dim() != 2 else t
 
@@ -123,8 +133,9 @@ def _loha(module: str, slots: dict[str, str], ctx: Ctx) -> LayerDelta:
             dense = (w["hada_w1_a"] @ w["hada_w1_b"]) * (w["hada_w2_a"] @ w["hada_w2_b"]) * scale
     except RuntimeError as e:
         raise ModuleProblem(f"factor shapes disagree ({str(e).splitlines()[0][:120]})") from None
-    return LayerDelta(module, tuple(dense.shape), dense_part=dense, method="loha", n_params=_n(ctx, slots),
-                      meta={"r": r, "alpha": alpha, "scale": scale, "cp": "hada_t1" in w})
+    meta = _kernel(ctx, module, {"r": r, "alpha": alpha, "scale": scale, "cp": "hada_t1" in w},
+                   tuple(w["hada_t1"].shape[2:]) if "hada_t1" in w else ())
+    return LayerDelta(module, tuple(dense.shape), dense_part=dense, method="loha", n_params=_n(ctx, slots), meta=meta)
 
 
 def _lokr(module: str, slots: dict[str, str], ctx: Ctx) -> LayerDelta:
@@ -146,10 +157,11 @@ def _lokr(module: str, slots: dict[str, str], ctx: Ctx) -> LayerDelta:
             w1 = w1[:, :, None, None]
         r, alpha = _rank_alpha(ctx, module)
         dense = _flat(torch.kron(w1, w2.contiguous()) * (alpha / r))
+        kernel = tuple(w2.shape[2:]) if w2.dim() == 4 else ()
     except RuntimeError as e:
         raise ModuleProblem(f"factor shapes disagree ({str(e).splitlines()[0][:120]})") from None
-    return LayerDelta(module, tuple(dense.shape), dense_part=dense, method="lokr", n_params=_n(ctx, slots),
-                      meta={"r": r, "alpha": alpha, "scale": alpha / r, "semantics": "peft (alpha/r always)"})
+    meta = _kernel(ctx, module, {"r": r, "alpha": alpha, "scale": alpha / r, "semantics": "peft (alpha/r always)"}, kernel)
+    return LayerDelta(module, tuple(dense.shape), dense_part=dense, method="lokr", n_params=_n(ctx, slots), meta=meta)
 
 
 # -- VB-LoRA --------------------------------------------------------------------------------------
