@@ -98,7 +98,10 @@ def _keys(d: LayerDelta, B: Tensor, A: Tensor) -> dict[str, Tensor]:
 
 def export_lora(ds: DeltaSet, out_dir: str | os.PathLike, *, rank: int | None = None, energy: float | None = None,
                 base_model_name_or_path: str | None = None) -> list[ExportRow]:
-    """Write ``ds`` as a PEFT LoRA folder in ``out_dir``; returns one ``ExportRow`` per layer."""
+    """Write ``ds`` as a PEFT LoRA folder in ``out_dir``; returns one ``ExportRow`` per exported layer.
+
+    Layers holding NaN/Inf are left out (listed under ``skipped_nonfinite`` in the report file).
+    """
     if (rank is None) == (energy is None):
         raise ValueError("give exactly one of rank and energy")
     if rank is not None and rank < 1:
@@ -111,7 +114,11 @@ def export_lora(ds: DeltaSet, out_dir: str | os.PathLike, *, rank: int | None = 
     ranks: dict[str, int] = {}
     fan_in_fan_out: set[bool] = set()
     lora_bias = False
+    skipped: list[str] = []
     for d in ds.deltas():
+        if d.nonfinite or not torch.isfinite(d.dense(torch.float32) if d.dense_part is not None else torch.zeros(())).all():
+            skipped.append(d.name)  # NaN/Inf: no SVD exists; the layer is left out of the export
+            continue
         B, A, row = truncated_factors(d, rank, energy)
         tensors.update(_keys(d, B, A))
         if d.bias is not None and d.meta.get("module_type") != "embedding":
@@ -121,7 +128,7 @@ def export_lora(ds: DeltaSet, out_dir: str | os.PathLike, *, rank: int | None = 
         ranks[d.name] = row.rank
         rows.append(row)
     if not rows:
-        raise ValueError("the checkpoint has no layers to export")
+        raise ValueError("no layer to export (none loaded, or all hold NaN/Inf)")
     if lora_bias:  # PEFT's lora_bias is all-or-nothing: layers without a bias change get zeros
         for d_name in ranks:
             key = f"base_model.model.{d_name}.lora_B.bias"
@@ -140,7 +147,7 @@ def export_lora(ds: DeltaSet, out_dir: str | os.PathLike, *, rank: int | None = 
     meta = {"format": "pt"}
     save_safetensors(out / "adapter_model.safetensors", tensors, metadata=meta)
     report = {"source": ds.source, "method": ds.method, "rank": rank, "energy": energy,
-              "layers": [asdict(r) for r in rows]}
+              "layers": [asdict(r) for r in rows], "skipped_nonfinite": skipped}
     atomic_write_bytes(out / REPORT_NAME, json.dumps(report, indent=2).encode())
     atomic_write_bytes(out / "adapter_config.json", json.dumps(config, indent=2, sort_keys=True).encode())
     return rows

@@ -32,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {clean_terminal(w)}")
     if len(ds) == 0:
         raise UserError(args.path, "no layer could be loaded, nothing to export")
-    rows = export_lora(ds, args.output, rank=args.rank, energy=args.energy)
+    try:
+        rows = export_lora(ds, args.output, rank=args.rank, energy=args.energy)
+    except ValueError as e:  # e.g. every layer held NaN/Inf
+        raise UserError(args.path, str(e)) from None
+    for name in sorted(set(ds.names) - {r.layer for r in rows}):
+        print(f"warning: {clean_terminal(name)}: NaN or Inf values, left out of the export")
     width = min(60, max(len(r.layer) for r in rows))
     print(f"{'layer':<{width}}  {'rank':>5}  {'energy kept':>11}  {'rel. Frobenius error':>20}")
     for r in rows:
