@@ -4,7 +4,8 @@ Synthesizes the adapter in a temporary folder (PEFT key names and ``adapter_conf
 measures in ONE run, so the ratios compare like with like on the same machine:
 
     (a) reading the adapter file with ``safetensors.torch.load_file``;
-    (b) inspect end to end (load lazily, every layer's spectrum and metrics, the JSON object);
+    (b) ``rankscope inspect FOLDER --json`` end to end, in process (sniff, load lazily, every layer's
+        spectrum and metrics, the JSON object);
     (c) the dense path (materialise ΔW in float32 + ``torch.linalg.svdvals``) on q_proj and gate_proj
         of layer 0, extrapolated to every module by shape (down_proj, the transpose of gate_proj's
         shape, is counted at gate_proj's time: σ(Xᵀ) = σ(X), and LAPACK is slower on the wide
@@ -67,31 +68,10 @@ def synthesize(folder: Path, hidden: int, mlp: int, layers: int, r: int, seed: i
 
 
 def peft_lazy(folder: Path):
-    """A lazy DeltaSet over the PEFT folder: ``adapters.formats.load`` when it exists, else a minimal reader."""
-    try:
-        from adapters.formats import load  # type: ignore[attr-defined]
-        return load(folder)
-    except ImportError:
-        pass
-    from safetensors import safe_open
+    """The folder as a lazy DeltaSet through RankScope's own sniffing loader."""
+    from adapters.formats import load
 
-    from adapters.delta import DeltaSet, LayerDelta, LowRank
-
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    path, scale = str(folder / "adapter_model.safetensors"), cfg["lora_alpha"] / cfg["r"]
-    with safe_open(path, framework="pt") as f:
-        names = [k[len(PREFIX):-len(".lora_A.weight")] for k in f.keys() if k.endswith(".lora_A.weight")]
-
-    def loader(name: str):
-        def load_one() -> LayerDelta:
-            with safe_open(path, framework="pt") as f:
-                A, B = f.get_tensor(f"{PREFIX}{name}.lora_A.weight"), f.get_tensor(f"{PREFIX}{name}.lora_B.weight")
-            return LayerDelta(name, (B.shape[0], A.shape[1]), low_rank=LowRank(B, A, scale), method="lora",
-                              n_params=A.numel() + B.numel())
-        return load_one
-
-    names.sort(key=lambda n: (int(re.search(r"layers\.(\d+)\.", n).group(1)), (ATTN + MLP).index(n.rsplit(".", 1)[1])))
-    return DeltaSet({n: loader(n) for n in names}, source=str(folder), method="lora", format="peft", config=cfg)
+    return load(folder)
 
 
 def _hwm_reset() -> bool:
@@ -111,17 +91,18 @@ def measure(folder: Path, shapes: list[tuple[str, int, int]], repeats: int = 3) 
     """Run (a), (b), (c) on a synthesized folder whose modules are ``shapes``; figures in seconds, bytes, ratios."""
     from safetensors.torch import load_file
 
-    from analysis.inspect import contract_view, inspect_deltaset
+    from app import cli
 
     file = folder / "adapter_model.safetensors"
     load_file(str(file))  # warm the page cache for both (a) and (b)
     t_read = min(_timed(lambda: load_file(str(file))) for _ in range(repeats))
 
     def inspect_once() -> dict:
-        res = inspect_deltaset(peft_lazy(folder), details=True)
-        with redirect_stdout(io.StringIO()):
-            print(json.dumps(contract_view(res), allow_nan=False))
-        return res
+        out = io.StringIO()
+        with redirect_stdout(out):
+            if cli.main(["inspect", str(folder), "--json"]) != 0:
+                raise RuntimeError("rankscope inspect failed")
+        return json.loads(out.getvalue())
 
     rss0, reset = _status_kb("VmRSS"), _hwm_reset()
     result: dict = {}

@@ -13,7 +13,7 @@ def test_small_benchmark_runs_and_spectra_agree(capsys) -> None:
     assert res["modules"] == 14 and res["file_bytes"] > 0
     assert res["t_read_s"] > 0 and res["t_inspect_s"] > 0 and res["t_dense_extrapolated_s"] > 0
     assert res["spectra_max_rel_diff"] <= 1e-5
-    assert set(res["dense_per_shape_s"]) == {"64x64", "172x64"}
+    assert len(res["dense_per_shape_s"]) == 2 and "64x64" in res["dense_per_shape_s"]  # attention + one MLP shape
 
 
 def test_synthesized_folder_is_peft_shaped(tmp_path) -> None:
@@ -27,7 +27,7 @@ def test_synthesized_folder_is_peft_shaped(tmp_path) -> None:
         b = f.get_tensor("base_model.model.model.layers.0.mlp.down_proj.lora_B.weight")
     assert a.shape == (2, 8) and b.shape == (8, 2) and a.dtype == b.dtype
     ds = inspect_scale.peft_lazy(folder)
-    assert ds.names[0] == "model.layers.0.self_attn.q_proj" and len(ds) == 7
+    assert "model.layers.0.self_attn.q_proj" in ds.names and len(ds) == 7 and ds.format == "peft"
     assert ds["model.layers.0.mlp.down_proj"].shape == (8, 12)
 
 

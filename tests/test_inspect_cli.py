@@ -95,7 +95,7 @@ def test_base_gives_relative_norms(native, tmp_path, capsys) -> None:
     save_file(base, str(tmp_path / "base.safetensors"))
     assert cli.main(["inspect", str(native), "--base", str(tmp_path / "base.safetensors")]) == 0
     out = capsys.readouterr().out
-    assert "rel |dW|_F" in out and "no model.layers.0.self_attn.v_proj.weight in the base file" in out
+    assert "rel |dW|_F" in out and "no model.layers.0.self_attn.v_proj.weight in the base model" in out
 
 
 def test_delta_out_streams_float32_deltas(native, tmp_path, capsys) -> None:

@@ -30,48 +30,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_source(path: str, base: str | None = None):
-    """PATH (+ BASE) -> DeltaSet. The one place that picks a loader: the sniffing ``adapters.formats.load``
-    when present, else RankScope's own files with W0 attached from BASE's ``<layer>.weight``."""
+    """PATH (+ BASE) -> DeltaSet, through the sniffing ``adapters.formats.load``. Layers without a W0 of
+    their own get BASE's ``<layer>.weight`` attached lazily (for relative norms); missing ones are warned."""
     from pathlib import Path
+
+    from adapters.delta import DeltaSet
+    from adapters.formats import load
+    from adapters.formats.basemodel import as_base
 
     from ..errors import UserError
 
     for p in (path, base):
         if p is not None and not Path(p).exists():
             raise UserError(p, "no such file or directory")
-    try:
-        from adapters.formats import load  # type: ignore[attr-defined]
-    except ImportError:
-        load = None
-    if load is not None:
-        return load(path, base=base)
-    from adapters.delta import DeltaSet
-    from adapters.formats.native import load_native
-    from safetensors import safe_open
-
-    ds = load_native(path)
+    ds = load(path, base=base)
     if base is None:
         return ds
-    try:
-        with safe_open(base, framework="pt") as f:
-            keys = set(f.keys())
-    except Exception as e:  # noqa: BLE001 - any unreadable base is the user's file problem
-        raise UserError(base, f"not a readable safetensors file ({e})") from None
+    bw = as_base(base)
 
     def with_base(name: str):
         d = ds[name]
-        if f"{name}.weight" in keys:
-            def w0():
-                with safe_open(base, framework="pt") as f:
-                    return f.get_tensor(f"{name}.weight")
-            d.base = w0
+        if d.base is None and bw.resolve(f"{name}.weight") is not None and bw.shape(name) == d.shape:
+            d.base = lambda: bw.tensor(name)
         return d
 
-    missing = [n for n in ds.names if f"{n}.weight" not in keys]
-    out = DeltaSet({n: (lambda n=n: with_base(n)) for n in ds.names}, source=ds.source, method=ds.method,
-                   format=ds.format, config=ds.config,
-                   warnings=list(ds.warnings) + [f"{n}: no {n}.weight in the base file" for n in missing])
-    return out
+    missing = [f"{n}: no {n}.weight in the base model" for n in ds.names if bw.resolve(f"{n}.weight") is None]
+    return DeltaSet({n: (lambda n=n: with_base(n)) for n in ds.names}, source=ds.source, method=ds.method,
+                    format=ds.format, config=ds.config, warnings=list(ds.warnings) + missing, extra=ds.extra)
 
 
 def write_delta_out(path: str, ds: Any, layers: list[dict[str, Any]]) -> None:
@@ -163,13 +148,14 @@ def render_table(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.inspect import contract_view, inspect_deltaset
+    from analysis.inspect import contract_view, inspect_deltaset, torch_threads
 
     from ..errors import UserError
 
     if args.top_k < 1:
         raise UserError("--top-k", f"must be >= 1, got {args.top_k}")
-    ds = load_source(args.path, args.base)
+    with torch_threads(1):  # the loader's checks are small per-tensor kernels (see torch_threads)
+        ds = load_source(args.path, args.base)
     result = inspect_deltaset(ds, top_k=args.top_k, details=True)
     if args.delta_out:
         write_delta_out(args.delta_out, ds, result["layers"])
