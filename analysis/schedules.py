@@ -9,27 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-try:
-    from adapters.schedules import adalora_cubic_budget, cubic_keep_fraction, rosa_phase
-except ImportError:  # until adapters/schedules.py lands on main: the same formulas (0-based steps)
-    def cubic_keep_fraction(step: int, *, final: float, t_init: int, t_final: int, total: int) -> float:
-        if step < t_init:
-            return 1.0
-        if step >= t_final:
-            return float(final)
-        return final + (1.0 - final) * (1.0 - (step - t_init) / (t_final - t_init)) ** 3
-
-    def adalora_cubic_budget(step: int, *, initial: float, target: float, t_init: int, t_final: int, total: int) -> float:
-        if step <= t_init:
-            return float(initial)
-        if step > total - t_final:
-            return float(target)
-        return (initial - target) * (1.0 - (step - t_init) / (total - t_final - t_init)) ** 3 + target
-
-    def rosa_phase(step: int, *, warmup_steps: int, mask_grad_steps: int) -> str:
-        if step < warmup_steps:
-            return "lora_warmup"
-        return "mask_collection" if step < warmup_steps + mask_grad_steps else "joint"
+from adapters.schedules import adalora_cubic_budget, cubic_keep_fraction, rosa_phase
 
 __all__ = ["schedule_curve", "rosa_phases", "observed_keep", "schedule_overlay"]
 

@@ -133,3 +133,21 @@ def test_empty_and_nonfinite() -> None:
     assert sp.method == "nonfinite" and sp.values.numel() == 0
     lazy = LayerDelta("l", (5, 4), dense_part=lambda: bad)  # NaN only discovered when loaded
     assert spectrum(lazy).method == "nonfinite"
+
+
+@pytest.mark.parametrize("operator", ["rotation", "decouple", "sharing"])
+def test_real_mora_deltas_take_a_structured_exact_path(operator: str, monkeypatch) -> None:
+    """MoRA's own ``to_delta``: rotation/decouple (block support) -> block_svd, sharing (factors) -> low_rank_qr."""
+    from torch import nn
+
+    import adapters
+
+    lin = nn.Linear(160, 96, bias=False)
+    mod = adapters.wrap(lin, "mora", r=4, operator=operator)
+    with torch.no_grad():
+        mod.M.copy_(torch.randn_like(mod.M))
+    d = mod.to_delta("o_proj")
+    monkeypatch.setattr(spm, "EXACT_MAX_ENTRIES", 1000)
+    sp = spectrum(d)
+    assert sp.complete and sp.method == ("low_rank_qr" if operator == "sharing" else "block_svd")
+    assert_close_sv(sp.values, dense_sv(d))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -122,3 +121,27 @@ def test_errors_are_one_line(argv, needle, native, tmp_path, capsys) -> None:
     assert cli.main(["inspect", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and needle in err and "Traceback" not in err
+
+
+def test_json_on_a_folder_written_by_peft(tmp_path, capsys) -> None:
+    peft = pytest.importorskip("peft")
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q_proj, self.v_proj = nn.Linear(32, 48), nn.Linear(32, 32)
+
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = peft.get_peft_model(Tiny(), cfg)
+    model.save_pretrained(str(tmp_path))
+    obj = run_json(capsys, str(tmp_path))
+    assert obj["format"] == "peft" and obj["n_params"] == 4 * (32 + 48) + 4 * 64
+    by_name = {r["layer"]: r for r in obj["layers"]}
+    assert set(by_name) == {"q_proj", "v_proj"}  # PEFT's base_model.model. prefix and suffixes stripped
+    for name in by_name:
+        ref = getattr(model.base_model.model, name).get_delta_weight("default").detach().double()
+        sv = torch.linalg.svdvals(ref)
+        assert by_name[name]["fro_norm"] == pytest.approx(float(ref.norm()), rel=1e-6)
+        assert by_name[name]["singular_values"] == pytest.approx(sv[:4].tolist(), rel=1e-5)
+        assert by_name[name]["numerical_rank"] == 4
