@@ -123,7 +123,7 @@ def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", no
             legendgroup=name, showlegend=show, line=dict(color=color, width=1.6), marker=dict(size=5),
             hovertemplate=f"{who}{esc(layer)}<br>σ<sub>%{{x}}</sub> = %{{y:.4g}}<extra></extra>",
         ))
-    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     ylab = "σᵢ / σ₁ (log scale)" if normalize else "singular value σᵢ (log scale)"
     return _style(fig, title, "index i (largest singular value first)", ylab, legend="source" if by_source else "layer")
 

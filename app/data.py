@@ -41,9 +41,7 @@ def _load(path: str):
 def _deltaset(path: str, key: Key):
     ds = _load(path)
     if key[1] <= MATERIALIZE_BYTES:  # small: keep every layer in memory, all pages reuse the tensors
-        full = ds.materialize()
-        full.extra = getattr(ds, "extra", None) or {}  # training metadata (task, metrics, trajectory)
-        return full
+        return ds.materialize()
     return ds  # large: layers are read one at a time, as each analysis walks them
 
 

@@ -117,11 +117,10 @@ def render_library(samples: Path) -> None:
              "Larger files: use a local path below.",
     )
     _handle_uploads(files or [])
-    with sb.form("add_path", clear_on_submit=True, border=False):
-        path = st.text_input("…or a local file or folder path", placeholder="/path/to/adapter")
-        if st.form_submit_button("Add path") and path.strip():
-            _handle_path(path.strip())
-            st.rerun()
+    path = sb.text_input("…or a local file or folder path", placeholder="/path/to/adapter", key="_path_input")
+    if sb.button("Add path") and path.strip():
+        _handle_path(path.strip())
+        st.rerun()
     _apply_pending()
     lib: dict[str, Source] = st.session_state["sources"]
     if not lib:

@@ -1,7 +1,9 @@
 """The Streamlit workbench entry point (``rankscope app``): the router and the shared sidebar.
 
-Pages live in ``app/pages/`` (one thin file each); the sidebar source library is drawn here, once,
-for every page. A user's mistake that escapes a page still ends as ``st.error``, never a traceback.
+Pages live in ``app/views/`` (one thin file each). Not ``app/pages/``: a ``pages/`` folder next to
+the entrypoint switches Streamlit to its old pages-directory mode until ``st.navigation`` first runs,
+so a first request straight to ``/compare`` (and every AppTest rerun) would run the page without
+this router and its sidebar. The sidebar source library is drawn here, once, for every page. A user's mistake that escapes a page still ends as ``st.error``, never a traceback.
 """
 
 from __future__ import annotations
@@ -28,19 +30,19 @@ def _samples_dir() -> Path:
     return Path(args.samples)
 
 
-st.set_page_config(page_title="RankScope", page_icon="📐", layout="wide")
+st.set_page_config(page_title="RankScope", page_icon=":material/straighten:", layout="wide")
 PAGES = {
     "Analyse": [
-        st.Page("pages/inspect.py", title="Inspect", icon="🔍", default=True),
-        st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+        st.Page("views/inspect.py", title="Inspect", icon=":material/search:", default=True),
+        st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
     ],
-    "Train": [st.Page("pages/train.py", title="Train", icon="🏋️")],
+    "Train": [st.Page("views/train.py", title="Train", icon=":material/model_training:")],
     "Explore the theory": [
-        st.Page("pages/bounds.py", title="Sparsity bounds", icon="🕳️"),
-        st.Page("pages/schedule.py", title="Pruning schedule", icon="📉"),
-        st.Page("pages/compression.py", title="Compression", icon="🗜️"),
+        st.Page("views/bounds.py", title="Sparsity bounds", icon=":material/grid_on:"),
+        st.Page("views/schedule.py", title="Pruning schedule", icon=":material/trending_down:"),
+        st.Page("views/compression.py", title="Compression", icon=":material/compress:"),
     ],
-    "Export": [st.Page("pages/report.py", title="Report", icon="📄")],
+    "Export": [st.Page("views/report.py", title="Report", icon=":material/description:")],
 }
 nav = st.navigation(PAGES)
 st.sidebar.caption("RankScope — the rank and sparsity of parameter-efficient fine-tuning updates.")
@@ -48,4 +50,4 @@ try:
     render_library(_samples_dir())
     nav.run()
 except Exception as e:  # noqa: BLE001 - last line of defence: the reason, never a traceback
-    st.error(md(f"Something went wrong: {error_text(e)}"), icon="⚠️")
+    st.error(md(f"Something went wrong: {error_text(e)}"), icon=":material/error:")

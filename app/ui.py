@@ -43,7 +43,7 @@ def guard(what: str = "") -> Iterator[None]:
         yield
     except USER_ERRORS as e:
         prefix = f"{what}: " if what else ""
-        st.error(md(prefix + error_text(e)), icon="⚠️")
+        st.error(md(prefix + error_text(e)), icon=":material/error:")
 
 
 def active_sources() -> list[Source]:

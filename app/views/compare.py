@@ -56,6 +56,8 @@ with guard("compare"):
         panels = [(s.label, data.layer_heatmap(s.path, layer)) for s in srcs]
         st.plotly_chart(charts.heatmaps_figure(panels, title=f"ΔW of {layer} (downsampled, block max |x|)"),
                         width="stretch")
+        st.caption("White is 0, red positive, blue negative, on one scale for all panels: a checkpoint with much "
+                   "smaller updates than the others looks pale. Hover a cell for its value.")
     else:
         st.info("Heatmaps need a layer present in every checkpoint.")
 

@@ -28,6 +28,16 @@ with guard(label):
     st.caption("Click a column header to sort. Ranks count directions of ΔW; norms are in the units of the weights.")
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "layer": st.column_config.TextColumn("layer", help="module path in the base model"),
+        "kind": st.column_config.TextColumn("structure", help="how ΔW is stored: low_rank, sparse, dense or a sum"),
+        "out_features": st.column_config.NumberColumn("d (out)", help="output features: rows of ΔW"),
+        "in_features": st.column_config.NumberColumn("k (in)", help="input features: columns of ΔW"),
+        "fro_norm": st.column_config.NumberColumn("‖ΔW‖_F", format="%.4g", help="Frobenius norm"),
+        "spectral_norm": st.column_config.NumberColumn("‖ΔW‖₂", format="%.4g", help="largest singular value"),
+        "rel_fro_norm": st.column_config.NumberColumn("‖ΔW‖_F / ‖W0‖_F", format="%.4g", help="needs the base weights"),
+        "numerical_rank_abs": st.column_config.NumberColumn("rank (σ > 0.1)", help="MoRA's convention"),
+        "energy_rank_90": st.column_config.NumberColumn("90 % energy rank", help="fewest σ holding 90 % of Σσ²"),
+        "energy_rank_99": st.column_config.NumberColumn("99 % energy rank", help="fewest σ holding 99 % of Σσ²"),
+        "nonfinite": st.column_config.CheckboxColumn("NaN/Inf", help="the delta holds NaN or infinite values"),
         "n_params": st.column_config.NumberColumn("parameters", help="trainable parameters of this layer's adapter"),
         "numerical_rank": st.column_config.NumberColumn("numerical rank", help="singular values above torch's default tolerance"),
         "stable_rank": st.column_config.NumberColumn("stable rank", format="%.2f", help="‖ΔW‖²_F / ‖ΔW‖²₂"),
