@@ -124,6 +124,8 @@ def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", no
             hovertemplate=f"{who}{esc(layer)}<br>σ<sub>%{{x}}</sub> = %{{y:.4g}}<extra></extra>",
         ))
     fig.update_yaxes(type="log", dtick=1, exponentformat="power")
+    if spec["index"].max() <= 20:
+        fig.update_xaxes(dtick=1)
     ylab = "σᵢ / σ₁ (log scale)" if normalize else "singular value σᵢ (log scale)"
     return _style(fig, title, "index i (largest singular value first)", ylab, legend="source" if by_source else "layer")
 
