@@ -28,13 +28,10 @@ MATERIALIZE_BYTES = 64 * 2**20
 
 
 def _load(path: str):
-    """The checkpoint at ``path`` as a DeltaSet, through the format sniffer when it is available."""
-    from adapters import formats
+    """The checkpoint at ``path`` as a DeltaSet (any supported format, sniffed)."""
+    from adapters.formats import load
 
-    loader = getattr(formats, "load", None)
-    if loader is None:  # before the formats work: RankScope's own files only
-        return formats.load_native(path)
-    return loader(path)
+    return load(path)
 
 
 @st.cache_resource(max_entries=24, show_spinner=False)

@@ -83,7 +83,8 @@ def _handle_uploads(files) -> None:
         for p in paths:
             msgs.append(("success", f"Added {add_source(p, 'upload').label}"))
     except USER_ERRORS as e:
-        msgs.append(("error", f"Upload rejected — {error_text(e)}"))
+        where = str(session_dir() / "uploads") + os.sep  # show the uploaded name, not this server's folder
+        msgs.append(("error", f"Upload rejected — {error_text(e).replace(where, '')}"))
     st.session_state["_library_msgs"] = msgs
     st.session_state["_uploader_n"] = st.session_state.get("_uploader_n", 0) + 1
     st.rerun()

@@ -1,29 +1,25 @@
 """The source library's model: what a source is, its cache fingerprint, and turning uploads into files.
 
 No streamlit here (the sidebar calls it), so upload handling is testable on its own. Uploaded bytes
-are written to a per-session temporary folder; zip archives are extracted with checks for path
-traversal, absolute paths, links, the number of members and the unpacked size (zip bombs).
+are written to a per-session temporary folder; zip archives are extracted there by
+``adapters.formats.zipsafe.extract_zip`` (path traversal, links, member count, zip-bomb limits).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
-import zipfile
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import UserError
 
-__all__ = ["Source", "fingerprint", "unique_label", "sample_sources", "save_upload", "safe_extract_zip",
-           "WEIGHT_SUFFIXES"]
+__all__ = ["Source", "fingerprint", "unique_label", "sample_sources", "save_upload", "WEIGHT_SUFFIXES"]
 
 WEIGHT_SUFFIXES = (".safetensors",)
 CONFIG_NAMES = ("adapter_config.json",)
-MAX_ZIP_MEMBERS = 2000
-MAX_ZIP_RATIO = 200  # unpacked / packed size of a member; plain tensors compress far less than this
 
 
 @dataclass(frozen=True)
@@ -98,50 +94,6 @@ def _next_dir(parent: Path, stem: str) -> Path:
     return d
 
 
-def safe_extract_zip(data: bytes, dest: Path, max_total_bytes: int) -> None:
-    """Extract a zip archive held in ``data`` into ``dest`` (which must exist).
-
-    Refuses (``UserError``) members with absolute paths or ``..`` components, links, too many
-    members, a total unpacked size above ``max_total_bytes`` and members whose compression ratio
-    exceeds ``MAX_ZIP_RATIO`` — before writing anything.
-    """
-    import io
-
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise UserError("upload", "the .zip file is not a valid zip archive") from None
-    with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
-        if len(infos) > MAX_ZIP_MEMBERS:
-            raise UserError("upload", f"the archive holds {len(infos)} files; at most {MAX_ZIP_MEMBERS} are accepted")
-        total = 0
-        for info in infos:
-            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-            if info.filename.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", info.filename) or ".." in parts:
-                raise UserError("upload", f"the archive member {info.filename!r} points outside the archive")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise UserError("upload", f"the archive member {info.filename!r} is a link; links are not accepted")
-            total += info.file_size
-            if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 1 << 20:
-                raise UserError("upload", f"the archive member {info.filename!r} unpacks {info.file_size / info.compress_size:.0f}x larger than it is packed (a zip bomb?)")
-        if total > max_total_bytes:
-            raise UserError("upload", f"the archive unpacks to {total / 2**20:.0f} MB; at most {max_total_bytes / 2**20:.0f} MB are accepted")
-        root = dest.resolve()
-        for info in infos:
-            target = (root / info.filename.replace("\\", "/")).resolve()
-            if not target.is_relative_to(root):
-                raise UserError("upload", f"the archive member {info.filename!r} points outside the archive")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                written = 0
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > info.file_size:
-                        raise UserError("upload", f"the archive member {info.filename!r} is larger than its header says")
-                    out.write(chunk)
-
-
 def _zip_root(folder: Path) -> Path:
     """The folder to load from an extracted archive: descend through single wrapping folders."""
     p = folder
@@ -169,8 +121,18 @@ def save_upload(files: Sequence[tuple[str, bytes]], dest: str | os.PathLike, max
     zips = [(n, b) for n, b in files if n.lower().endswith(".zip")]
     rest = [(n, b) for n, b in files if not n.lower().endswith(".zip")]
     for name, data in zips:
+        from adapters.formats.zipsafe import extract_zip
+
         folder = _next_dir(dest, _safe_name(name)[:-4] or "archive")
-        safe_extract_zip(data, folder, max_total_bytes)
+        archive = folder.with_name(folder.name + ".zip")
+        archive.write_bytes(data)
+        try:
+            extract_zip(archive, folder, max_total=max_total_bytes)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            archive.unlink()
         if not any(folder.iterdir()):
             raise UserError(name, "the archive is empty")
         out.append(_zip_root(folder))

@@ -77,3 +77,17 @@ def make_checkpoints(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return {"lora": lora_file(folder / "lora.safetensors"), "roselora": roselora_file(folder / "roselora.safetensors"),
             "rosa": rosa_file(folder / "rosa.safetensors")}
+
+
+def peft_folder(folder: Path, r: int = 4, seed: int = 3) -> Path:
+    """A LoRA folder (adapter_config.json + adapter_model.safetensors) written by the real ``peft``."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(Tiny(), LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    model.save_pretrained(str(folder))
+    return folder

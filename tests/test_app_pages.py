@@ -163,6 +163,24 @@ def test_upload_single_file_joins_the_library(app, ckpts) -> None:
     assert at.session_state["sources"]["mine.safetensors"].origin == "upload"
 
 
+def test_upload_peft_folder_as_several_files(app, tmp_path) -> None:
+    from tests.app_fixtures import peft_folder
+
+    folder = peft_folder(tmp_path / "peft")
+    files = [(n, (folder / n).read_bytes(), "application/octet-stream")
+             for n in ("adapter_config.json", "adapter_model.safetensors")]
+    at = app()
+    at.sidebar.file_uploader[0].set_value(files[:1]).run()  # the config alone waits for its weights
+    assert not at.exception and "peft-adapter" not in at.session_state["sources"]
+    at.sidebar.file_uploader[0].set_value(files).run()
+    assert not at.exception
+    src = at.session_state["sources"]["peft-adapter"]
+    assert src.origin == "upload" and Path(src.path).is_dir()
+    at.selectbox[0].set_value("peft-adapter").run()
+    clean(at)
+    assert [m.value for m in at.metric][:3] == ["lora", "peft", "4"]
+
+
 def test_upload_zip_of_a_folder(app, ckpts) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -176,7 +194,7 @@ def test_upload_zip_of_a_folder(app, ckpts) -> None:
 @pytest.mark.parametrize("name,data,reason", [
     ("notes.txt", b"hello", "not a checkpoint"),
     ("broken.safetensors", b"\x00" * 64, "broken.safetensors"),
-    ("evil.zip", None, "points outside the archive"),
+    ("evil.zip", None, "evil.zip: member '../escape.safetensors' would escape"),
 ])
 def test_bad_uploads_are_explained(app, name: str, data: bytes | None, reason: str) -> None:
     if data is None:
@@ -189,6 +207,7 @@ def test_bad_uploads_are_explained(app, name: str, data: bytes | None, reason: s
     assert not at.exception
     errors = [e.value.replace("\\", "") for e in at.sidebar.error]
     assert errors and reason in errors[0] and "Upload rejected" in errors[0]
+    assert "rankscope-session" not in errors[0]  # the server's temporary folder is not shown
 
 
 def test_local_path_and_a_wrong_path(app, ckpts) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_fixtures import NAMES, lora_file, make_checkpoints, roselora_file
+from tests.app_fixtures import NAMES, make_checkpoints, peft_folder, roselora_file
 from tests.browser import ARTIFACTS, browser, served_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -19,25 +19,26 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 EXCEPTION_TEXT = re.compile(r"Traceback|Exception:|Error:|StreamlitAPIException", re.I)
 
 
-def test_upload_then_compare_in_chromium(tmp_path: Path) -> None:
+def test_upload_peft_folder_then_compare_in_chromium(tmp_path: Path) -> None:
     samples = tmp_path / "samples"
     samples.mkdir()
     roselora_file(samples / "roselora-sample.safetensors")
-    upload = lora_file(tmp_path / "my-lora.safetensors")
+    peft = peft_folder(tmp_path / "peft")  # written by the real peft package
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with served_app(samples) as url, browser() as b:
         page = b.new_page(viewport={"width": 1400, "height": 2400})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url)
-        page.locator("[data-testid='stSidebar'] input[type='file']").set_input_files(str(upload))
-        page.get_by_text("Added my-lora.safetensors").wait_for(timeout=60_000)
+        page.locator("[data-testid='stSidebar'] input[type='file']").set_input_files(
+            [str(peft / "adapter_config.json"), str(peft / "adapter_model.safetensors")])
+        page.get_by_text("Added peft-adapter").wait_for(timeout=60_000)
         page.locator("[data-testid='stSidebarNav'] a", has_text="Compare").click()
         page.get_by_role("heading", name="Compare checkpoints").wait_for(timeout=60_000)
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5", timeout=90_000)
         page.wait_for_timeout(1000)
         main = page.locator("[data-testid='stMain']").inner_text()
-        assert "my-lora.safetensors" in main and "roselora-sample.safetensors" in main
+        assert "peft-adapter" in main and "roselora-sample.safetensors" in main
         assert not EXCEPTION_TEXT.search(main), main[:2000]
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.locator(".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm").count() >= 1

@@ -16,23 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--r", type=int, default=8, help="rank r used by the compression panel (default 8)")
 
 
-def load_checkpoint(path: str, base: str | None = None):
-    """A checkpoint through the format sniffer (RankScope files only, before the formats work lands)."""
-    from adapters import formats
-
-    loader = getattr(formats, "load", None)
-    if loader is None:
-        if base:
-            from ..errors import UserError
-            raise UserError(base, "--base needs the format loaders, which this build lacks")
-        return formats.load_native(path)
-    return loader(path, base=base) if base else loader(path)
-
-
 def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from adapters.formats import load
     from adapters.formats.atomic import atomic_write_bytes
     from ..errors import UserError
     from ..report import ReportSource, build_report, report_csv, report_html, report_json
@@ -47,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     for p in args.paths:
         label = unique_label(Path(p).name or p, labels)
         labels.append(label)
-        sources.append(ReportSource(label, p, load_checkpoint(p, args.base)))
+        sources.append(ReportSource(label, p, load(p, base=args.base)))
     options = {"base": Path(args.base).name if args.base else None, "r": args.r, "command": "rankscope report"}
     rep = build_report(sources, options)
     atomic_write_bytes(args.output, report_html(rep).encode("utf-8"))
