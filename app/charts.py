@@ -338,10 +338,12 @@ def schedule_figure(curves: pd.DataFrame, observed: pd.DataFrame | None = None,
 
 
 def compression_figure(table: pd.DataFrame, title: str = "Trainable parameters per method") -> go.Figure:
-    """Total trainable parameters per method (``table``: method, n_params; summed over layers)."""
+    """Total trainable parameters per method (``table``: ``analysis.compression.compression_table``;
+    ``n_params_total`` — per matrix × count — summed over the layer shapes)."""
     if table.empty:
         return empty_figure("No layer shapes given.", title)
-    tot = table.groupby("method", sort=False)["n_params"].sum().reset_index()
+    col = "n_params_total" if "n_params_total" in table.columns else "n_params"
+    tot = table.groupby("method", sort=False)[col].sum().reset_index().rename(columns={col: "n_params"})
     fig = go.Figure(go.Bar(x=[esc(m) for m in tot["method"]], y=tot["n_params"],
                            marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(tot))],
                            text=[f"{int(v):,}" for v in tot["n_params"]], textposition="outside",

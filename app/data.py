@@ -177,8 +177,8 @@ def schedule_curves(total: int, final: float, t_init: int, t_final: int) -> pd.D
     """The cubic keep-fraction schedule in both conventions (RoseLoRA and AdaLoRA) over ``total`` steps."""
     from analysis.schedules import schedule_curve
 
-    return pd.concat([schedule_curve(total, final, t_init, t_final, convention=c) for c in ("roselora", "adalora")],
-                     ignore_index=True)
+    return pd.concat([schedule_curve(total, convention=c, final=final, t_init=t_init, t_final=t_final)
+                      for c in ("roselora", "adalora")], ignore_index=True)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -54,14 +54,18 @@ def observed_keep(traj: pd.DataFrame | None, source: str) -> pd.DataFrame:
     """Observed fraction of entries kept per step from a trajectory (source, step, keep_fraction).
 
     Uses ``keep_fraction`` when recorded, else 1 − ``factor_sparsity``, else 1 − ``sparsity``."""
+    from analysis.schedules import observed_keep as keep_from
+
+    cols = ["source", "step", "keep_fraction"]
     if traj is None:
-        return pd.DataFrame(columns=["source", "step", "keep_fraction"])
-    for col, f in (("keep_fraction", lambda v: v), ("factor_sparsity", lambda v: 1 - v), ("sparsity", lambda v: 1 - v)):
+        return pd.DataFrame(columns=cols)
+    if "keep_fraction" in traj.columns:
+        return pd.DataFrame({"source": source, "step": traj["step"],
+                             "keep_fraction": pd.to_numeric(traj["keep_fraction"], errors="coerce")}).dropna()
+    for col in ("factor_sparsity", "sparsity"):
         if col in traj.columns:
-            vals = pd.to_numeric(traj[col], errors="coerce")
-            df = pd.DataFrame({"source": source, "step": traj["step"], "keep_fraction": f(vals)}).dropna()
-            return df
-    return pd.DataFrame(columns=["source", "step", "keep_fraction"])
+            return keep_from(traj, column=col).assign(source=source)[cols]
+    return pd.DataFrame(columns=cols)
 
 
 def summary_row(label: str, ds, table: pd.DataFrame) -> dict[str, Any]:
@@ -96,9 +100,9 @@ def bound_points(label: str, method: str, sparsity_table: pd.DataFrame) -> pd.Da
 
 
 def mora_rank_curve(in_features: int, out_features: int, r_values: list[int]) -> pd.DataFrame:
-    """LoRA's rank bound r against MoRA's r̂ at the same budget r·(d+k): columns r, lora_rank, mora_rank."""
-    from analysis.compression import mora_square_rank
+    """LoRA's largest rank r against MoRA's (rotation operator) at the same budget r·(d+k):
+    columns r, lora_rank, mora_rank."""
+    from analysis.compression import mora_max_rank
 
     return pd.DataFrame({"r": r_values, "lora_rank": [min(r, in_features, out_features) for r in r_values],
-                         "mora_rank": [min(mora_square_rank(in_features, out_features, r), in_features, out_features)
-                                       for r in r_values]})
+                         "mora_rank": [mora_max_rank(in_features, out_features, r) for r in r_values]})

@@ -35,8 +35,8 @@ with guard("compression"):
     st.plotly_chart(charts.compression_figure(table, title=f"Trainable parameters per method — {choice}"),
                     width="stretch")
 
-    lora = table[table["method"] == "lora"]["n_params"].sum()
-    nola = table[table["method"] == "nola"]["n_params"].sum()
+    lora = table[table["method"] == "lora"]["n_params_total"].sum()
+    nola = table[table["method"] == "nola"]["n_params_total"].sum()
     floor = sum((d + k) * n for _, d, k, n in shapes)
     m = st.columns(3)
     m[0].metric("NOLA vs LoRA", f"{lora / nola:,.1f}× fewer" if nola else "—", help="LoRA parameters / NOLA parameters")
