@@ -283,8 +283,8 @@ CSS = """
 body{font-family:Inter,"Segoe UI",Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1200px;color:#1b1f24;padding:0 1rem}
 h1{font-size:1.8rem;margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
 .sub{color:#555} table{border-collapse:collapse;width:100%;font-size:.9rem;margin:.6rem 0}
-th,td{border:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}
-th{background:#f4f6f8} td.num{text-align:right;font-variant-numeric:tabular-nums} .mono{font-family:monospace;font-size:.8rem}
+th,td{border:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top;overflow-wrap:break-word}
+th{background:#f4f6f8} td.num{text-align:right;font-variant-numeric:tabular-nums} .mono{font-family:monospace;font-size:.8rem;overflow-wrap:anywhere}
 .chart{width:100%;min-height:300px;break-inside:avoid;page-break-inside:avoid} .note{color:#555;font-size:.9rem}
 pre{background:#f4f6f8;padding:.6rem;overflow-x:auto;font-size:.8rem}
 @media print{body{margin:0;max-width:none}.modebar-container{display:none!important}
