@@ -182,14 +182,14 @@ class LowRankPlusSparseTask(_Regression):
         return self.low_part + self.sparse_part
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """recovery_error over all of ΔW; sparse_error on the outliers' support Ω (relative to ‖S*‖);
-        lowrank_error off the support (relative to ‖L*‖ there)."""
+        """Relative errors ‖(ΔW − ΔW*)_X‖ / ‖ΔW*_X‖ over X = all entries (recovery_error), the
+        outliers' support Ω (sparse_error) and its complement, where ΔW* = L* (lowrank_error)."""
         err = delta_of(model, self.layer).cpu().float() - self.target_delta
         on, off = self.support, ~self.support
         return {
             "recovery_error": _rel(err, self.target_delta),
-            "lowrank_error": _rel(err[off], self.low_part[off]),
-            "sparse_error": _rel(err[on], self.sparse_part[on]),
+            "lowrank_error": _rel(err[off], self.target_delta[off]),
+            "sparse_error": _rel(err[on], self.target_delta[on]),
             "loss": self._eval_loss(model),
         }
 
