@@ -18,7 +18,8 @@ from typing import Any
 
 from ..registry import METHODS, make_config
 
-__all__ = ["BudgetError", "match_budget", "match_budget_layers", "param_count", "budget_report", "TOLERANCE"]
+__all__ = ["BudgetError", "match_budget", "match_budget_layers", "match_layer_configs", "param_count",
+           "budget_report", "TOLERANCE"]
 
 TOLERANCE = 0.05
 
@@ -131,6 +132,42 @@ def match_budget_layers(
                               f"of {sum(o + i for o, i in shapes)}")
         out[method] = cfg
     return out
+
+
+def _integer_knob(method: str) -> str | None:
+    return {"lora": "r", "roselora": "r", "mora": "r"}.get(method)
+
+
+def match_layer_configs(budget: int, shapes: Sequence[Shape], method: str, *, tol: float = TOLERANCE,
+                        **options: Any) -> list[dict[str, Any]]:
+    """One config per layer (same order as ``shapes``) whose summed count is within ``tol`` of ``budget``.
+
+    The shared config of ``match_budget_layers`` when it fits; otherwise (MoRA's even r̂ and the
+    coarse steps of a small r can miss ±5 % on a few small layers) the integer knob ``r`` is varied
+    per layer by −1/0/+1 around the shared value, keeping the combination closest to the budget.
+    """
+    try:
+        cfg = match_budget_layers(budget, shapes, [method], tol=tol, **options)[method]
+        return [dict(cfg) for _ in shapes]
+    except BudgetError:
+        knob = _integer_knob(method)
+        if knob is None or len(shapes) < 2:
+            raise
+        cfg = match_budget_layers(budget, shapes, [method], tol=float("inf"), **options)[method]
+    import itertools
+
+    base_r = int(cfg[knob])
+    steps = (-1, 0, 1)
+    choices = [[(d, param_count(method, {**cfg, knob: base_r + d}, [sh])) for d in steps if base_r + d >= 1]
+               for sh in shapes]
+    if len(shapes) > 8:  # 3^L combinations: only searched for up to 8 layers
+        raise BudgetError(f"{method}: no shared config reaches the budget {budget} within {tol:.0%}")
+    best = min(itertools.product(*choices), key=lambda combo: abs(sum(n for _, n in combo) - budget))
+    total = sum(n for _, n in best)
+    if abs(total - budget) > tol * budget:
+        raise BudgetError(f"{method}: the nearest parameter count to the budget {budget} is {total} "
+                          f"({(total - budget) / budget:+.1%}) even with a rank per layer")
+    return [{**cfg, knob: base_r + d} for d, _ in best]
 
 
 def match_budget(budget: int, out_features: int, in_features: int, methods: Iterable[str], **options: Any) -> dict[str, dict[str, Any]]:

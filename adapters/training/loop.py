@@ -24,7 +24,7 @@ from ..base import AdapterLinear
 from ..delta import DeltaSet
 from ..inject import adapter_modules, collect, inject
 from ..registry import METHODS
-from .budget import match_budget_layers, param_count
+from .budget import match_layer_configs, param_count
 from .tasks import Task, make_task
 
 __all__ = ["TrainResult", "train", "resolve_device", "fit_schedule", "Progress"]
@@ -179,7 +179,9 @@ def train(
         task: a task name from ``TASKS`` (built for ``seed``) or a built ``Task`` (adapted in place:
             build a fresh one per run).
         budget: trainable parameters to match (default: the task's); ignored when ``config`` is given.
-        config: the method's config keyword arguments, overriding the budget match.
+        config: the method's config keyword arguments (every layer), overriding the budget match.
+            Without it each layer's config comes from ``budget.match_layer_configs``; the result's
+            ``config`` is then that shared config, or ``{"per_layer": {layer: config}}``.
         steps, lr: default to the task's.
         eval_every: steps between metric evaluations (default: steps // 10; always at the end).
         snapshot_steps: steps (1-based counts of finished steps, 0 = before training) whose ΔW is kept.
@@ -198,15 +200,20 @@ def train(
     shapes = [(o, i) for _, o, i in t.shapes()]
     if config is None:
         budget = int(budget if budget is not None else t.default_budget)
-        config = match_budget_layers(budget, shapes, [method], **(budget_options or {}))[method]
-    config = fit_schedule(method, dict(config), steps)
-    n_params = param_count(method, config, shapes)
+        layer_cfgs = match_layer_configs(budget, shapes, method, **(budget_options or {}))
+    else:
+        layer_cfgs = [dict(config) for _ in shapes]
+    layer_cfgs = [fit_schedule(method, c, steps) for c in layer_cfgs]
+    n_params = sum(param_count(method, c, [sh]) for c, sh in zip(layer_cfgs, shapes))
+    config = layer_cfgs[0] if all(c == layer_cfgs[0] for c in layer_cfgs) else \
+        {"per_layer": dict(zip(t.targets, layer_cfgs))}
     reference = t.reference()
 
     model = t.model
     with torch.random.fork_rng(devices=[]):  # the caller's CPU RNG is left as it was
         torch.manual_seed(seed)
-        inject(model, method, targets=t.targets, **config)
+        for name, cfg in zip(t.targets, layer_cfgs):
+            inject(model, method, targets=[name], **cfg)
         model.to(dev)
         mods = adapter_modules(model)
         groups = [g for _, m in mods for g in m.param_groups(lr)]

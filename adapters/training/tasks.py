@@ -200,11 +200,11 @@ class MemorizeTask(Task):
     read-out: the analogue of MoRA's UUID-pair memorisation (a high-rank, knowledge-heavy update)."""
 
     name = "memorize"
-    description = "memorise 1024 random key→class pairs through an adapted 256×256 layer (MoRA's UUID analogue)"
+    description = "memorise 1024 random key→class pairs (128 classes) through an adapted 128×128 layer (MoRA's UUID analogue)"
     default_steps, default_lr, default_budget = 300, 1e-2, 4096
     headline = {"memorized": True, "loss": False}
 
-    def __init__(self, seed: int = 0, features: int = 256, n_pairs: int = 1024, n_classes: int = 256) -> None:
+    def __init__(self, seed: int = 0, features: int = 128, n_pairs: int = 1024, n_classes: int = 128) -> None:
         super().__init__(seed)
         g = _gen(seed, 3)
         d = int(features)
