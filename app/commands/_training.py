@@ -64,21 +64,23 @@ def check_run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def progress_bar(desc: str, quiet: bool) -> tuple[Any, Any]:
-    """(callback for ``train(progress=...)``, the bar to close) — a tqdm bar on stderr."""
-    if quiet:
-        return None, None
-    from tqdm import tqdm
+class _Bar:
+    """A tqdm bar on stderr, opened at the first progress report (so early errors print cleanly)."""
 
-    bar = tqdm(total=0, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+    def __init__(self, desc: str) -> None:
+        self.desc, self.bar = desc, None
 
-    def update(done: int, total: int, info: dict) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.set_postfix(loss=f"{info.get('loss', float('nan')):.4g}", refresh=False)
-        bar.update(done - bar.n)
+    def __call__(self, done: int, total: int, info: dict) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
 
-    return update, bar
+            self.bar = tqdm(total=total, desc=self.desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+        self.bar.set_postfix(loss=f"{info.get('loss', float('nan')):.4g}", refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run_training(task: str, method: str, args: argparse.Namespace, **kw: Any):
@@ -87,10 +89,10 @@ def run_training(task: str, method: str, args: argparse.Namespace, **kw: Any):
 
     from ..errors import UserError
 
-    update, bar = progress_bar(f"{task}/{method}", getattr(args, "quiet", False))
+    bar = None if getattr(args, "quiet", False) else _Bar(f"{task}/{method}")
     try:
         return train(task, method, budget=args.budget, steps=args.steps, device=args.device, seed=args.seed,
-                     lr=args.lr, progress=update, **kw)
+                     lr=args.lr, progress=bar, **kw)
     except BudgetError as e:
         raise UserError("--budget", str(e)) from None
     finally:
