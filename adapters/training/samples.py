@@ -62,6 +62,15 @@ def peft_sample(out_dir: str | Path, steps: int = 300) -> dict[str, Any]:
             "metrics": metrics, "config": {"r": 4, "lora_alpha": 8, "steps": steps}}
 
 
+def _config_text(config: dict[str, Any]) -> str:
+    """``r=4, keep=0.1``; a per-layer config shows each varying value as ``r=3/5/5 (per layer)``."""
+    if "per_layer" in config:
+        layers = list(config["per_layer"].values())
+        keys = list(layers[0])
+        return ", ".join(f"{k}={'/'.join(str(c[k]) for c in layers)}" for k in keys) + " (per layer)"
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+
+
 def readme(rows: list[dict[str, Any]], notes: list[str]) -> str:
     """The sample folder's README.md: one table row per file."""
     from .tasks import TASKS
@@ -75,7 +84,7 @@ def readme(rows: list[dict[str, Any]], notes: list[str]) -> str:
         head = TASKS[r["task"]].headline
         shown = [k for k in head if k in r["metrics"]] or list(r["metrics"])
         metrics = ", ".join(f"{k} {r['metrics'][k]:.3f}" for k in shown)
-        cfg = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["config"].items())
+        cfg = _config_text(r["config"])
         lines.append(f"| `{r['file']}` | {r['method']} | {r['task']} | {r['n_params']:,} | {cfg} | {metrics} |")
     lines += ["", "Tasks:", ""]
     lines += [f"- `{name}`: {cls.description}" for name, cls in TASKS.items()]
