@@ -87,9 +87,12 @@ class TrainResult:
     def modules(self) -> dict[str, AdapterLinear]:
         return dict(adapter_modules(self.model))
 
-    def extra(self, max_rows: int = 400) -> dict[str, Any]:
-        """The JSON stored with the checkpoint (the trajectory thinned to ≤ ``max_rows`` rows)."""
+    def extra(self, max_rows: int = 400, timings: bool = True) -> dict[str, Any]:
+        """The JSON stored with the checkpoint (the trajectory thinned to ≤ ``max_rows`` rows);
+        ``timings=False`` leaves out wall times and memory, so the bytes repeat run to run."""
         traj = self.trajectory
+        if not timings:
+            traj = traj.drop(columns=["wall_s", "peak_mem_mb"], errors="ignore")
         if len(traj) > max_rows:
             keep = sorted(set(range(0, len(traj), math.ceil(len(traj) / max_rows))) | {len(traj) - 1}
                           | set(traj.index[traj.filter(like="eval_").notna().any(axis=1)]))
@@ -99,7 +102,7 @@ class TrainResult:
         return {"task": self.task, "method": self.method, "metrics": self.metrics, "reference": self.reference,
                 "config": self.config, "n_params": self.n_params, "budget": self.budget, "steps": self.steps,
                 "steps_done": self.steps_done, "seed": self.seed, "lr": self.lr, "device": self.device,
-                "wall_s": round(self.wall_s, 3), "stopped": self.stopped, "trajectory": records}
+                "wall_s": round(self.wall_s, 3) if timings else None, "stopped": self.stopped, "trajectory": records}
 
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint atomically (RankScope native format, adapter state included)."""

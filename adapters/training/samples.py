@@ -57,6 +57,7 @@ def peft_sample(out_dir: str | Path, steps: int = 300) -> dict[str, Any]:
     metrics = task.evaluate(model)
     folder = Path(out_dir) / PEFT_FOLDER
     model.save_pretrained(str(folder))
+    _sort_target_modules(folder / "adapter_config.json")
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"file": PEFT_FOLDER + "/", "method": "lora (peft)", "task": "digits-shift", "n_params": n,
             "metrics": metrics, "config": {"r": 4, "lora_alpha": 8, "steps": steps}}
@@ -69,6 +70,19 @@ def _config_text(config: dict[str, Any]) -> str:
         keys = list(layers[0])
         return ", ".join(f"{k}={'/'.join(str(c[k]) for c in layers)}" for k in keys) + " (per layer)"
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+
+
+def _sort_target_modules(path: Path) -> None:
+    """peft writes ``target_modules`` from a set (arbitrary order); sort it so the file repeats.
+    The JSON stays in peft's own layout (indent 2, sorted keys)."""
+    import json
+
+    from ..formats.atomic import atomic_write_bytes
+
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    atomic_write_bytes(path, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
 
 
 def readme(rows: list[dict[str, Any]], notes: list[str]) -> str:
@@ -121,7 +135,7 @@ def generate(out_dir: str | Path, methods: list[str] | None = None,
             res = train(task, method, device="cpu", seed=SEED, steps=steps)
             if res.stopped:
                 raise RuntimeError(f"sample {method}/{task}: {res.stopped}")
-            save_native(out / _file(method, task), res.deltas, modules=res.modules(), extra=res.extra(TRAJECTORY_ROWS))
+            save_native(out / _file(method, task), res.deltas, modules=res.modules(), extra=res.extra(TRAJECTORY_ROWS, timings=False))
             rows.append({"file": _file(method, task), "method": method, "task": task, "n_params": res.n_params,
                          "metrics": res.metrics, "config": res.config})
         if with_peft:
