@@ -17,6 +17,8 @@ and RSS deltas mostly measure glibc's caching, so neither is used.)
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["Timing", "interleaved", "step_peak_bytes", "state_bytes", "host_sync_free"]
+__all__ = ["Timing", "interleaved", "step_peak_bytes", "state_bytes", "host_sync_free", "machine_description"]
 
 Step = Callable[[], None]
 
@@ -166,3 +168,20 @@ def host_sync_free(step: Step, device: torch.device | str) -> bool | None:
         torch.cuda.set_sync_debug_mode(prev)
     torch.cuda.synchronize(device)
     return ok
+
+
+def machine_description(device: torch.device | str = "cpu") -> str:
+    """'NVIDIA H100 80GB HBM3' on CUDA; on CPU the model name and core count, e.g. 'AMD EPYC, 2 cores'."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"

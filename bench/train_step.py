@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 import adapters
 from bench import summary
-from bench.timing import host_sync_free, interleaved, state_bytes, step_peak_bytes
+from bench.timing import host_sync_free, interleaved, machine_description, state_bytes, step_peak_bytes
 from bench.variants import Spec, Variant, build, density_label, matched_specs
 
 __all__ = ["main", "TARGETS", "run_size"]
@@ -47,7 +46,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1024,4096", help="square layer sizes, comma-separated")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rank", type=int, default=32, help="LoRA rank that sets the parameter budget")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank that sets the parameter budget")
     p.add_argument("--densities", default="0.005,0.01,0.05", help="RoSA densities")
     p.add_argument("--nola-r", type=int, default=8, help="NOLA's rank")
     p.add_argument("--nola-basis", type=int, default=64, help="NOLA's k = l (bases per factor)")
@@ -108,8 +107,8 @@ def run_size(n: int, a: argparse.Namespace, device: torch.device) -> dict[str, A
         except ImportError as e:
             notes.append(f"{s.label}: {e} (skipped)")
     steps = {k: make_step(v, x, grad_out) for k, v in variants.items()}
-    sync_ok = {k: host_sync_free(st, device) for k, st in steps.items()}
     timing = interleaved(steps, rounds=a.rounds, warmup=a.warmup, block_s=a.block_s, device=device)
+    sync_ok = {k: host_sync_free(st, device) for k, st in steps.items()}  # on a steady-state step
     rows = []
     budget = a.rank * (2 * n)
     for k, v in variants.items():
@@ -170,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA GPU", file=sys.stderr)
         return 2
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    where = machine_description(device)
     print(f"training step benchmark: torch {torch.__version__}, {device} ({where}), "
           f"{torch.get_num_threads()} threads; methods registered: {', '.join(sorted(adapters.METHODS))}")
     print("memory: 'state' = adapter parameters + buffers + Adam state kept between steps; 'peak' = most bytes "
