@@ -23,6 +23,8 @@ from tests.conftest import requires_cuda
 IN, OUT = 11, 7
 CONTRACT_CONFIGS: dict[str, dict] = {
     "lora": dict(r=3, alpha=6.0),
+    "nola": dict(r=3, num_basis_a=5, num_basis_b=4, alpha=6.0, mode="regenerate"),
+    "mora": dict(r=3, operator="rotation"),
 }
 
 

@@ -156,10 +156,9 @@ def load_native(path: str | os.PathLike) -> DeltaSet:
         if entry["name"] in layers:
             raise CheckpointError(path, f"layer {entry['name']!r} appears twice")
         layers[entry["name"]] = _layer_loader(str(path), i, entry)
-    ds = DeltaSet(layers, source=str(path), method=str(manifest.get("method", "unknown")), format=FORMAT,
-                  config=manifest.get("config") or {})
-    ds.extra = manifest.get("extra") or {}  # type: ignore[attr-defined]
-    return ds
+    extra = manifest.get("extra")
+    return DeltaSet(layers, source=str(path), method=str(manifest.get("method", "unknown")), format=FORMAT,
+                    config=manifest.get("config") or {}, extra=extra if isinstance(extra, dict) else {})
 
 
 def load_adapters(path: str | os.PathLike, bases: dict[str, nn.Linear] | None = None) -> dict[str, AdapterLinear]:
