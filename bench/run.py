@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import summary
+from bench.timing import machine_description
 
 __all__ = ["BENCHMARKS", "main"]
 
@@ -42,6 +43,14 @@ def _child(name: str, argv: list[str]) -> int:
         return IMPORT_ERROR
     rc = mod.main(argv)
     return 0 if rc is None else int(rc)
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages (a busy machine makes absolute times, not ratios, move)."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _present(name: str) -> bool:
@@ -73,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(a.threads)
     status: list[list[str]] = []
+    print(f"RankScope benchmarks on {machine_description('cpu')}; load average {_load()}", flush=True)
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rankscope-bench-") as tmp:
         sums = Path(tmp) / "summary.jsonl"
@@ -96,10 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rows:
         print()
         print(_table([[r.bench, r.figure, f"{r.value}{r.unit}" if not isinstance(r.value, str) else r.value,
-                       r.target, summary.verdict(r.met)] for r in rows],
-                     ["benchmark", "figure", "value", "target", "verdict"]))
+                       r.target, summary.verdict(r.met), r.note] for r in rows],
+                     ["benchmark", "figure", "value", "target", "verdict", "note"]))
     missed = [r for r in rows if r.met is False]
-    print(f"\ntotal {total:.0f} s (budget {BUDGET_S} s{'' if total <= BUDGET_S else ': OVER'}); "
+    print(f"\nload average at the end {_load()}")
+    print(f"total {total:.0f} s (budget {BUDGET_S} s{'' if total <= BUDGET_S else ': OVER'}); "
           f"{sum(r.met is True for r in rows)} targets met, {len(missed)} missed")
     return 0 if all(s[1] in ("ok", "not present") for s in status) else 1
 

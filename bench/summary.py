@@ -23,7 +23,8 @@ ENV = "RANKSCOPE_BENCH_SUMMARY"
 class Row:
     """One summary line: ``figure`` of ``bench`` is ``value`` (``unit``), against ``target``.
 
-    ``met`` is True / False when the figure has a target, None when it is informational.
+    ``met`` is True / False when the figure has a target, None when it is informational; ``note``
+    is free text for the reader (e.g. the spread of a ratio over rounds).
     """
 
     bench: str
@@ -32,17 +33,18 @@ class Row:
     unit: str = ""
     target: str = ""
     met: bool | None = None
+    note: str = ""
 
 
 _ROWS: list[Row] = []
 
 
 def record(bench: str, figure: str, value: float | str, unit: str = "", target: str = "",
-           met: bool | None = None) -> Row:
+           met: bool | None = None, note: str = "") -> Row:
     """Add one summary row (to the file named by ``$RANKSCOPE_BENCH_SUMMARY`` when set)."""
     if isinstance(value, float) and not math.isfinite(value):
         value = str(value)
-    row = Row(bench, figure, value, unit, target, met)
+    row = Row(bench, figure, value, unit, target, met, note)
     path = os.environ.get(ENV)
     if path:
         with open(path, "a", encoding="utf-8") as f:

@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(res)
         for t in res["targets"]:
             summary.record(BENCH, f"{n}²: {t['variant']} / {t['ref']} time", round(t["ratio"], 3), "×",
-                           f"≤ {t['limit']}", t["met"])
+                           f"≤ {t['limit']}", t["met"], f"rounds' IQR {t['iqr'][0]:.2f}–{t['iqr'][1]:.2f}")
         for s in res["sparse_vs_dense"]:
             summary.record(BENCH, f"{n}²: RoSA d={s['density']} sparse / dense-masked time", round(s["ratio"], 3), "×")
     if a.json:
