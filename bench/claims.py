@@ -168,9 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.claims", description=__doc__.split("\n")[0])
     p.add_argument("--small", action="store_true", help="smoke test: 1 seed, 1 learning rate, 30 steps")
     p.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default 3; 1 with --small)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each (default 2)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes, one torch thread each (default 2, or --threads)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads to use in all: sets the worker count when --workers is not given")
     p.add_argument("--tasks", default=None, help="comma-separated subset of tasks")
     args = p.parse_args(argv)
+    if args.workers is None:
+        args.workers = max(1, args.threads) if args.threads else 2
 
     import adapters
     from adapters.training.tasks import TASKS

@@ -167,7 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.inspect_scale", description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="tiny shapes (hidden 64, MLP 172, 2 layers, r 4) for smoke tests")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of a table")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the dense path (inspect itself runs single-threaded)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     hidden, mlp, layers, r = (64, 172, 2, 4) if args.small else (4096, 11008, 32, 16)
     with tempfile.TemporaryDirectory(prefix="rankscope-bench-") as tmp:
         folder = synthesize(Path(tmp) / "lora", hidden, mlp, layers, r)
