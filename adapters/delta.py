@@ -300,6 +300,7 @@ class DeltaSet(Mapping[str, LayerDelta]):
         format: the file format it was read from (``rankscope``, ``peft``, ``kohya``...) or ``memory``.
         config: the configuration as read (JSON-serialisable).
         warnings: per-module problems met while loading (the healthy modules still load).
+        extra: free JSON stored with the checkpoint (task, metrics, trajectory of a training run).
     """
 
     def __init__(
@@ -311,6 +312,7 @@ class DeltaSet(Mapping[str, LayerDelta]):
         format: str = "memory",
         config: dict[str, Any] | None = None,
         warnings: Sequence[str] = (),
+        extra: dict[str, Any] | None = None,
     ) -> None:
         if isinstance(layers, Mapping):
             self._layers: dict[str, LayerLike] = dict(layers)
@@ -327,6 +329,7 @@ class DeltaSet(Mapping[str, LayerDelta]):
         self.format = str(format)
         self.config: dict[str, Any] = dict(config or {})
         self.warnings: list[str] = list(warnings)
+        self.extra: dict[str, Any] = dict(extra or {})
 
     def __getitem__(self, name: str) -> LayerDelta:
         item = self._layers[name]
@@ -368,4 +371,4 @@ class DeltaSet(Mapping[str, LayerDelta]):
     def materialize(self) -> "DeltaSet":
         """A copy with every lazy layer loaded (for small sets that are reused often)."""
         return DeltaSet({d.name: d for d in self.deltas()}, source=self.source, method=self.method,
-                        format=self.format, config=self.config, warnings=self.warnings)
+                        format=self.format, config=self.config, warnings=self.warnings, extra=self.extra)

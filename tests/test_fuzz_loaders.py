@@ -52,7 +52,8 @@ def native_valid_files(tmp: Path) -> dict[str, bytes]:
 @functools.lru_cache(maxsize=1)
 def _native_bytes() -> dict[str, bytes]:
     import tempfile
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, torch.random.fork_rng():
+        torch.manual_seed(0)
         return native_valid_files(Path(d))
 
 

@@ -260,10 +260,9 @@ def load_native(path: str | os.PathLike) -> DeltaSet:
             warnings.append(f"layer {name!r}: {e}; skipped")
     config, extra = manifest.get("config"), manifest.get("extra")
     method = manifest.get("method", "unknown")
-    ds = DeltaSet(layers, source=str(path), method=method if isinstance(method, str) else "unknown", format=FORMAT,
-                  config=config if isinstance(config, dict) else {}, warnings=warnings)
-    ds.extra = extra if isinstance(extra, dict) else {}  # type: ignore[attr-defined]
-    return ds
+    return DeltaSet(layers, source=str(path), method=method if isinstance(method, str) else "unknown", format=FORMAT,
+                    config=config if isinstance(config, dict) else {}, warnings=warnings,
+                    extra=extra if isinstance(extra, dict) else {})
 
 
 def _rebuild(path: Any, i: int, entry: dict[str, Any], tensors: dict[str, TensorInfo], f: Any,
@@ -271,7 +270,7 @@ def _rebuild(path: Any, i: int, entry: dict[str, Any], tensors: dict[str, Tensor
     """One trainable adapter from manifest layer ``i``. Its shapes are first worked out on the meta
     device (nothing allocated) and must equal the stored state's before anything real is built."""
     name, method, keys, cfg_kw = entry.get("name"), entry.get("method"), entry.get("state"), entry.get("config", {})
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise CheckpointError(path, f"layer {name!r}: unknown method {str(method)[:40]!r}")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or not isinstance(cfg_kw, dict):
         raise CheckpointError(path, f"layer {name!r}: state must be a list of names and config an object")
