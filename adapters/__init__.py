@@ -9,6 +9,10 @@ from .base import AdapterLinear, MergeError
 from .registry import METHODS, MethodSpec, make_config, register, wrap
 from .inject import adapter_modules, collect, inject
 from . import lora  # noqa: F401  (each method module registers itself on import)
+from . import nola  # noqa: F401
+from . import mora  # noqa: F401
+from . import rosa  # noqa: F401
+from . import roselora  # noqa: F401
 
 __version__ = "0.1.0"
 

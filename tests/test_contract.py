@@ -23,6 +23,12 @@ from tests.conftest import requires_cuda
 IN, OUT = 11, 7
 CONTRACT_CONFIGS: dict[str, dict] = {
     "lora": dict(r=3, alpha=6.0),
+    "nola": dict(r=3, num_basis_a=5, num_basis_b=4, alpha=6.0, mode="regenerate"),
+    "mora": dict(r=3, operator="rotation"),
+    # grad mask chosen inside the 3-step training test: step 0 warm-up, step 1 collects, step 2 joint
+    "rosa": dict(r=2, alpha=4.0, density=0.3, warmup_steps=1, mask_grad_steps=1),
+    # pruning starts inside the 3-step training test (τ: 1, 0.5625, 0.5)
+    "roselora": dict(r=3, alpha=6.0, keep=0.5, t_init=0, t_final=2, total_steps=3),
 }
 
 
