@@ -1,0 +1,61 @@
+"""Turn ``{layer: loader}`` into a ``DeltaSet`` whose bad modules become warnings, not crashes.
+
+Loaders raise ``ModuleProblem`` for a module-level fault (a missing factor, shapes that disagree
+with each other or with the config). ``finish`` can run every loader once (one layer in memory at a
+time) so such faults and NaN/Inf values are known as soon as the file is opened; the healthy layers
+stay lazy in the returned set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..delta import CheckpointError, DeltaError, DeltaSet, LayerDelta
+
+__all__ = ["ModuleProblem", "finish"]
+
+
+class ModuleProblem(Exception):
+    """One module of a file cannot be rebuilt; the message says why (the module name is added)."""
+
+
+def _guard(name: str, loader: Callable[[], LayerDelta], source: str) -> Callable[[], LayerDelta]:
+    def load() -> LayerDelta:
+        try:
+            return loader()
+        except (ModuleProblem, DeltaError) as e:
+            raise CheckpointError(source, f"module {name!r}: {e}") from None
+
+    return load
+
+
+def finish(
+    layers: dict[str, Callable[[], LayerDelta]],
+    *,
+    source: str,
+    method: str,
+    format: str,
+    config: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
+    check: bool = True,
+) -> DeltaSet:
+    """A lazy ``DeltaSet``; with ``check`` every layer is built once and faulty ones are dropped.
+
+    Dropped modules and modules holding NaN/Inf (kept, flagged ``nonfinite``) are described in
+    ``DeltaSet.warnings``.
+    """
+    warns = list(warnings or [])
+    kept: dict[str, Callable[[], LayerDelta]] = {}
+    for name, loader in layers.items():
+        if check:
+            try:
+                d = loader()
+            except (ModuleProblem, DeltaError) as e:
+                warns.append(f"{name}: {e} (module skipped)")
+                continue
+            if d.nonfinite:
+                warns.append(f"{name}: contains NaN or Inf values")
+            del d
+        kept[name] = _guard(name, loader, source)
+    return DeltaSet(kept, source=source, method=method, format=format, config=config or {}, warnings=warns)
