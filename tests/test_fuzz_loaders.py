@@ -74,7 +74,7 @@ def _record(test: str, outcome: str) -> None:
     OUTCOMES.setdefault(test, Counter())[outcome] += 1
 
 
-@settings(max_examples=2000, **FUZZ)
+@settings(max_examples=2200, **FUZZ)
 @given(data=st.data(), which=st.sampled_from(["mixed", "adapter"]))
 def test_fuzz_native_load(tmp_path, data, which) -> None:
     valid = _native_bytes()[which]

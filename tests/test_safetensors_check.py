@@ -40,23 +40,23 @@ def _edit(data: bytes, fn) -> bytes:
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda d: d[:5], "shorter than the 8-byte"),
-    (lambda d: struct.pack("<Q", 2**63) + d[8:], "claims 9223372036854775808 bytes"),
-    (lambda d: struct.pack("<Q", len(d)) + d[8:], "claims"),
+    (lambda d: d[:5], "too short"),
+    (lambda d: struct.pack("<Q", 2**63) + d[8:], "absurd safetensors header length 9223372036854775808"),
+    (lambda d: struct.pack("<Q", len(d)) + d[8:], "truncated: the header claims"),
     (lambda d: struct.pack("<Q", 0) + d[8:], "header is empty"),
     (lambda d: d[:8] + b"[" + d[9:], "not a JSON object"),
     (lambda d: d[:8] + b"{\xff" + d[10:], "not UTF-8"),
     (lambda d: _edit(d, lambda h: h["a"].update(dtype="F128")), "unknown dtype 'F128'"),
     (lambda d: _edit(d, lambda h: h["a"].update(dtype="F4")), "sub-byte dtype F4"),
     (lambda d: _edit(d, lambda h: h["a"].update(shape=[2, -3])), "non-negative integers"),
-    (lambda d: _edit(d, lambda h: h["a"].update(shape=[2**40, 2**40])), "needs"),
+    (lambda d: _edit(d, lambda h: h["a"].update(shape=[2**40, 2**40])), "do not hold shape"),
     (lambda d: _edit(d, lambda h: h["a"].update(shape=[2, 3.0])), "non-negative integers"),
-    (lambda d: _edit(d, lambda h: h["a"].update(data_offsets=[0, 2**62])), "data ends at byte"),
+    (lambda d: _edit(d, lambda h: h["a"].update(data_offsets=[0, 2**62])), "truncated: tensor 'a' ends at byte"),
     (lambda d: _edit(d, lambda h: h["a"].update(data_offsets=[24, 0])), "0 <= begin <= end"),
     (lambda d: _edit(d, lambda h: h["a"].pop("dtype")), "dtype missing"),
     (lambda d: _edit(d, lambda h: h.update(__metadata__={"k": 1})), "strings to strings"),
-    (lambda d: _edit(d, lambda h: h["b"].update(data_offsets=[20, 28])), "overlap or leave a gap"),
-    (lambda d: d + b"\0\0\0\0", "no tensor claims"),
+    (lambda d: _edit(d, lambda h: h["b"].update(data_offsets=[20, 28])), "overlaps or leaves a gap"),
+    (lambda d: d + b"\0\0\0\0", "4 trailing bytes no tensor claims"),
 ])
 def test_malformed_headers_are_named(tmp_path, mutate, message) -> None:
     p = tmp_path / "bad.safetensors"
@@ -81,7 +81,7 @@ def test_duplicate_keys_nan_and_deep_nesting_are_refused(tmp_path) -> None:
 def test_directory_and_missing_file(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="directory"):
         check_safetensors(tmp_path)
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="no such file"):
         check_safetensors(tmp_path / "nope.safetensors")
 
 
@@ -92,7 +92,7 @@ def test_native_rejects_before_safe_open(tmp_path, monkeypatch) -> None:
     p = tmp_path / "x.safetensors"
     p.write_bytes(struct.pack("<Q", 2**40) + b"{}")
     monkeypatch.setattr(native, "safe_open", lambda *a, **k: pytest.fail("safe_open was called"))
-    with pytest.raises(CheckpointError, match="claims"):
+    with pytest.raises(CheckpointError, match="absurd"):
         load_native(p)
 
 

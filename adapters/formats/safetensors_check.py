@@ -123,7 +123,7 @@ def _check_entries(path: Any, header: dict[str, Any], data_start: int, data_len:
     if meta is None:
         meta = {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise CheckpointError(path, "the safetensors __metadata__ must map strings to strings")
+        raise CheckpointError(path, "the safetensors metadata must map strings to strings")
     tensors: dict[str, TensorInfo] = {}
     for name, e in header.items():
         label = f"tensor {name[:120]!r}"
@@ -143,29 +143,30 @@ def _check_entries(path: Any, header: dict[str, Any], data_start: int, data_len:
             raise CheckpointError(path, f"{label}: data_offsets must be two integers 0 <= begin <= end")
         begin, end = offsets
         if end > data_len:
-            raise CheckpointError(path, f"{label}: data ends at byte {end} but the file holds {data_len} data bytes")
+            raise CheckpointError(path, f"truncated: {label} ends at byte {end} but the data has {data_len}")
         if math.prod(shape) * DTYPE_SIZES[dtype] != end - begin:
-            raise CheckpointError(path, f"{label}: shape {shape} of {dtype} needs {math.prod(shape) * DTYPE_SIZES[dtype]} "
-                                        f"bytes but spans {end - begin}")
+            raise CheckpointError(path, f"{label}: {end - begin} bytes do not hold shape {shape} of {dtype}")
         tensors[name] = TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
     pos = data_start
     for t in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
         if t.start != pos:
-            raise CheckpointError(path, f"tensor {t.name[:120]!r}: data offsets overlap or leave a gap")
+            raise CheckpointError(path, f"tensor {t.name[:120]!r}: data overlaps or leaves a gap at byte {t.start - data_start}")
         pos = t.end
     if pos != data_start + data_len:
-        raise CheckpointError(path, f"the data buffer has {data_start + data_len - pos} bytes no tensor claims")
+        raise CheckpointError(path, f"the data has {data_start + data_len - pos} trailing bytes no tensor claims")
     return SafetensorsHeader(tensors, dict(meta), data_start, data_start + data_len)
 
 
 def _check(path: Any, size: int, read_prefix, read_header) -> SafetensorsHeader:
+    if size == 0:
+        raise CheckpointError(path, "the file is empty")
     if size < 8:
-        raise CheckpointError(path, f"not a safetensors file: {size} bytes, shorter than the 8-byte header length")
+        raise CheckpointError(path, f"truncated: {size} bytes is too short for a safetensors header")
     n = int.from_bytes(read_prefix(), "little")
-    if n > size - 8:
-        raise CheckpointError(path, f"the safetensors header claims {n} bytes but the file has {size - 8} after the length")
     if n > MAX_HEADER_BYTES:
-        raise CheckpointError(path, f"the safetensors header claims {n} bytes, over the {MAX_HEADER_BYTES}-byte limit")
+        raise CheckpointError(path, f"absurd safetensors header length {n} bytes (limit {MAX_HEADER_BYTES})")
+    if n > size - 8:
+        raise CheckpointError(path, f"truncated: the header claims {n} bytes but the file has {size - 8}")
     if n < 2:
         raise CheckpointError(path, "the safetensors header is empty")
     header = _parse_header(path, read_header(n))
@@ -180,6 +181,10 @@ def check_safetensors(path: str | os.PathLike) -> SafetensorsHeader:
             return _check(path, size, lambda: f.read(8), lambda n: f.read(n))
     except IsADirectoryError:
         raise CheckpointError(path, "is a directory, not a safetensors file") from None
+    except FileNotFoundError:
+        raise CheckpointError(path, "no such file") from None
+    except PermissionError:
+        raise CheckpointError(path, "permission denied") from None
     except OSError as e:
         raise CheckpointError(path, f"cannot read the file ({e.strerror or e})") from None
 
