@@ -23,6 +23,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
