@@ -1,0 +1,1 @@
+"""RankScope benchmarks: each prints ratios measured side by side in one run (``make bench``)."""

@@ -1,0 +1,236 @@
+"""AppTests: every workbench page renders with real data and no exception; uploads and errors.
+
+One module-scoped folder of small RankScope checkpoints (written by the real ``save_native``) is
+the samples folder (``RANKSCOPE_SAMPLES``); charts are checked through their plotly JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.app_fixtures import make_checkpoints
+
+pytest.importorskip("streamlit.testing.v1")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_checkpoints(tmp_path_factory.mktemp("samples"))
+
+
+@pytest.fixture
+def app(ckpts: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("RANKSCOPE_SAMPLES", str(ckpts["lora"].parent))
+
+    def make(page: str | None = None) -> AppTest:
+        at = AppTest.from_file(MAIN, default_timeout=60)
+        at.run()
+        if page:
+            at.switch_page(page)
+            at.run()
+        return at
+
+    return make
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_inspect_is_the_first_screen_with_the_samples_loaded(app) -> None:
+    at = app()
+    clean(at)
+    assert at.session_state["active"] == ["lora.safetensors", "rosa.safetensors", "roselora.safetensors"]
+    assert at.title[0].value == "Inspect a checkpoint"
+    assert [m.value for m in at.metric][:3] == ["lora", "rankscope", "4"]
+    table = at.dataframe[0].value
+    assert list(table["layer"]) == [f"layers.{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]
+    assert (table["numerical_rank"] == 4).all()  # r = 4 LoRA with a nonzero B
+    figs = figures(at)
+    assert len(figs) == 6
+    spectra = figs[0]
+    assert spectra["layout"]["yaxis"]["type"] == "log" and len(spectra["data"]) == 4
+    heat = next(f for f in figs if f["data"] and f["data"][0]["type"] == "heatmap")
+    ca = heat["layout"]["coloraxis"]
+    assert ca["cmid"] == 0 and ca["cmin"] == -ca["cmax"]
+
+
+def test_inspect_switches_source_and_layer(app) -> None:
+    at = app()
+    at.selectbox[0].set_value("rosa.safetensors").run()
+    clean(at)
+    assert at.metric[0].value == "rosa"
+    at.selectbox[1].set_value("layers.1.attn.v_proj").run()
+    clean(at)
+    spy = next(f for f in figures(at) if f["data"] and f["data"][0]["type"] == "scattergl")
+    assert "nonzeros drawn" not in spy["layout"]["title"]["text"]
+
+
+def test_compare_aligns_layers_and_shares_one_colour_scale(app) -> None:
+    at = app("views/compare.py")
+    clean(at)
+    summary = at.dataframe[0].value
+    assert list(summary["source"]) == ["lora.safetensors", "rosa.safetensors", "roselora.safetensors"]
+    assert list(summary["n_params"]) == [1408, 2 * 88 * 4 + 4 * 96, 1408]
+    figs = figures(at)
+    heat = next(f for f in figs if any(t["type"] == "heatmap" for t in f["data"]))
+    assert sum(t["type"] == "heatmap" for t in heat["data"]) == 3
+    assert {t["coloraxis"] for t in heat["data"]} == {"coloraxis"}  # one scale for all panels
+    assert len(at.dataframe[1].value) == 12  # 3 sources x 4 layers
+
+
+def test_compare_needs_two_sources(app) -> None:
+    at = app()
+    at.session_state["active"] = ["lora.safetensors"]
+    at.switch_page("views/compare.py")
+    at.run()
+    assert not at.exception
+    assert "at least 2 sources" in at.info[0].value
+
+
+def test_bounds_page_values(app) -> None:
+    at = app("views/bounds.py")
+    clean(at)
+    values = {m.label: float(m.value) for m in at.metric}
+    # r = 8, s_A = s_B = 0.9: bound 1 - 8 * 0.01 = 0.92, expectation (1 - 0.01)^8
+    assert values["Prop. 1 lower bound"] == pytest.approx(0.92, abs=1e-4)
+    assert values["expected for random supports"] == pytest.approx(0.99 ** 8, abs=1e-4)
+    measured = figures(at)[1]
+    names = {t.get("name") for t in measured["data"]}
+    assert {"roselora.safetensors"} <= names  # the loaded RoseLoRA layers are plotted against the bound
+    pts = next(t for t in measured["data"] if t.get("name") == "roselora.safetensors")
+    assert all(y >= x - 1e-12 for x, y in zip(pts["x"], pts["y"]))  # Prop. 1 holds on real factors
+
+
+def test_schedule_page_overlays_the_observed_trajectory(app) -> None:
+    at = app("views/schedule.py")
+    clean(at)
+    fig = figures(at)[0]
+    names = [t["name"] for t in fig["data"]]
+    assert any("RoseLoRA convention" in n for n in names) and any("AdaLoRA convention" in n for n in names)
+    assert "observed: roselora.safetensors" in names
+
+
+def test_compression_page(app) -> None:
+    at = app("views/compression.py")
+    clean(at)
+    assert figures(at)
+    assert at.metric[2].label == "LoRA total"
+
+
+def test_compression_bad_shapes_show_an_error(app) -> None:
+    at = app("views/compression.py")
+    at.selectbox[0].set_value("Your own layer shapes").run()
+    at.text_area[0].set_value("q_proj 4096 banana 2").run()
+    assert not at.exception
+    assert "expected 'name d k count'" in at.error[0].value.replace("\\", "")
+
+
+def test_train_page_renders(app) -> None:
+    at = app("views/train.py")
+    assert not at.exception
+    assert at.title[0].value == "Train adapters"
+
+
+def test_report_page_offers_three_downloads(app) -> None:
+    at = app("views/report.py")
+    clean(at)
+    at.button[0].click().run()
+    clean(at)
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download HTML report", "Download CSV (per layer)", "Download JSON (summary)"]
+
+
+def test_upload_single_file_joins_the_library(app, ckpts) -> None:
+    at = app()
+    at.sidebar.file_uploader[0].upload("mine.safetensors", ckpts["roselora"].read_bytes(), "application/octet-stream").run()
+    assert not at.exception
+    assert "mine.safetensors" in at.session_state["sources"]
+    assert "mine.safetensors" in at.session_state["active"]
+    assert at.session_state["sources"]["mine.safetensors"].origin == "upload"
+
+
+def test_upload_peft_folder_as_several_files(app, tmp_path) -> None:
+    from tests.app_fixtures import peft_folder
+
+    folder = peft_folder(tmp_path / "peft")
+    files = [(n, (folder / n).read_bytes(), "application/octet-stream")
+             for n in ("adapter_config.json", "adapter_model.safetensors")]
+    at = app()
+    at.sidebar.file_uploader[0].set_value(files[:1]).run()  # the config alone waits for its weights
+    assert not at.exception and "peft-adapter" not in at.session_state["sources"]
+    at.sidebar.file_uploader[0].set_value(files).run()
+    assert not at.exception
+    src = at.session_state["sources"]["peft-adapter"]
+    assert src.origin == "upload" and Path(src.path).is_dir()
+    at.selectbox[0].set_value("peft-adapter").run()
+    clean(at)
+    assert [m.value for m in at.metric][:3] == ["lora", "peft", "4"]
+
+
+def test_upload_zip_of_a_folder(app, ckpts) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(ckpts["lora"], "run1/adapter.safetensors")
+    at = app()
+    at.sidebar.file_uploader[0].upload("run1.zip", buf.getvalue(), "application/zip").run()
+    assert not at.exception
+    assert "adapter.safetensors" in at.session_state["sources"]
+
+
+@pytest.mark.parametrize("name,data,reason", [
+    ("notes.txt", b"hello", "not a checkpoint"),
+    ("broken.safetensors", b"\x00" * 64, "broken.safetensors"),
+    ("evil.zip", None, "evil.zip: member '../escape.safetensors' would escape"),
+])
+def test_bad_uploads_are_explained(app, name: str, data: bytes | None, reason: str) -> None:
+    if data is None:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("../escape.safetensors", b"x")
+        data = buf.getvalue()
+    at = app()
+    at.sidebar.file_uploader[0].upload(name, data, "application/octet-stream").run()
+    assert not at.exception
+    errors = [e.value.replace("\\", "") for e in at.sidebar.error]
+    assert errors and reason in errors[0] and "Upload rejected" in errors[0]
+    assert "rankscope-session" not in errors[0]  # the server's temporary folder is not shown
+
+
+def test_local_path_and_a_wrong_path(app, ckpts) -> None:
+    at = app()
+    at.sidebar.text_input[0].set_value(str(ckpts["rosa"])).run()
+    at.sidebar.button[0].click().run()
+    assert not at.exception
+    assert not at.sidebar.error  # the same path as a sample is not added twice
+    at.sidebar.text_input[0].set_value("/no/such/adapter").run()
+    at.sidebar.button[0].click().run()
+    assert "no such file or folder" in at.sidebar.error[0].value.replace("\\", "")
+
+
+def test_hostile_layer_names_are_text(app, tmp_path) -> None:
+    from tests.app_fixtures import roselora_file
+
+    evil = "<script>alert(1)</script>"
+    p = roselora_file(tmp_path / "evil.safetensors", names=[evil, "</script><img src=x onerror=alert(2)>"])
+    at = app()
+    at.sidebar.file_uploader[0].upload("evil.safetensors", p.read_bytes(), "application/octet-stream").run()
+    at.selectbox[0].set_value("evil.safetensors").run()
+    clean(at)
+    assert evil in list(at.dataframe[0].value["layer"])  # dataframes show text as text
+    for fig in figures(at):
+        text = json.dumps(fig)
+        assert "<script>" not in text and "<img" not in text
