@@ -52,14 +52,30 @@ def test_cli_error_paths_strip_control_characters(tmp_path, capsys) -> None:
     assert code == 2 and err.startswith("error: ") and not CONTROL.search(err) and "too short" in err
 
 
-@pytest.mark.parametrize("command", ["inspect"])
+@pytest.mark.parametrize("command", [["inspect", "{p}"], ["inspect", "{p}", "--json"], ["report", "{p}", "-o", "{out}"]])
 def test_other_commands_strip_control_characters(tmp_path, capsys, command) -> None:
     p = tmp_path / "h.safetensors"
     hostile_checkpoint(p)
-    code = cli.main([command, str(p)])
+    out = tmp_path / "report.html"
+    code = cli.main([a.format(p=p, out=out) for a in command])
     cap = capsys.readouterr()
-    if "not available in this build" in cap.err:
-        pytest.skip(f"`rankscope {command}` has not landed")
     assert code == 0, cap.err
-    assert not CONTROL.search(cap.out + cap.err)
-    assert "<script>alert(1)</script>" in cap.out
+    assert not CONTROL.search(cap.out + cap.err), repr(CONTROL.search(cap.out + cap.err))
+    if "--json" in command:  # JSON carries the exact names (escaped by JSON, not stripped)
+        import json
+
+        assert HOSTILE_NAMES[0] in [layer["layer"] for layer in json.loads(cap.out)["layers"]]
+    elif command[0] == "inspect":
+        assert "<script>alert(1)</script>" in cap.out
+
+
+def test_report_html_escapes_every_hostile_name(tmp_path) -> None:
+    p = tmp_path / "h.safetensors"
+    hostile_checkpoint(p)
+    out = tmp_path / "r.html"
+    assert cli.main(["report", str(p), "-o", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    for live in ("<script>alert(1)", "<img src=x", "onerror=alert(2)>"):
+        assert live not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<script") == html.count("</script>")  # every script tag is RankScope's own
