@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
+from adapters.delta import CheckpointError
 from adapters.formats import load
 from tests.fuzz_corrupt import check_case, corrupt_safetensors, mutate_json
 from tests.test_fuzz_loaders import FUZZ
@@ -270,3 +271,29 @@ def test_fuzz_formats_warned_often() -> None:
     if not total:
         pytest.skip("the fuzz test did not run in this session")
     assert total["warned"] >= 20 and total["loaded"] >= 100 and total["refused"] >= 100, dict(total)
+
+
+@settings(max_examples=300, **FUZZ)
+@given(data=st.data(), which=st.sampled_from(["lora", "kohya"]), name=st.sampled_from(
+    ["upload.zip", "../../x.zip", "<script>.zip", "a.safetensors", "adapter_config.json", "\x1b[31m.zip"]))
+def test_fuzz_app_upload(tmp_path, data, which, name) -> None:
+    """The workbench's upload path (``app.sources.save_upload``) on hostile zips and files: the
+    checkpoints it makes load or are refused, and nothing is written outside the session folder."""
+    from app.errors import UserError
+    from app.sources import save_upload
+
+    work = tmp_path / "session"
+    if work.exists():
+        shutil.rmtree(work)
+    blob = data.draw(hostile_zip(valid_inputs()[which])) if name.endswith(".zip") else \
+        data.draw(corrupt_safetensors(next(iter(valid_inputs()["kohya"].values()))))
+    try:
+        paths = save_upload([(name, blob)], work / "uploads", max_total_bytes=64 * 2**20)
+    except (UserError, CheckpointError) as e:
+        assert e.path and e.reason
+        paths = []
+    for p in paths:
+        assert Path(p).resolve().is_relative_to((work / "uploads").resolve())
+        _record("app_upload", check_case(load, str(p)))
+    outside = [p for p in tmp_path.rglob("*") if not p.resolve().is_relative_to(work.resolve())]
+    assert outside == [], outside
