@@ -146,12 +146,30 @@ class MoraLinear(SeedBuffers, AdapterLinear):
             return F.pad(x[..., :kk] @ m[:dd, :kk].t(), (0, self.out_features - dd))
         if op == "orthogonal":
             return ((x @ self.compress.to(x.dtype).t()) @ m.t()) @ self.decompress.to(x.dtype).t()
-        chunks = x[..., self.in_index].unflatten(-1, (self.n_chunks, self.r_hat))  # (..., n, r̂)
+        chunks = self._padded(x).unflatten(-1, (self.n_chunks, self.r_hat))  # (..., n, r̂)
         if op == "sharing":
-            return (chunks.sum(-2) @ m.t())[..., self.out_index]
+            return self._tiled(chunks.sum(-2) @ m.t())
         if op == "rotation":
             chunks = chunks * self.cos.to(x.dtype) + _rotate_half(chunks) * self.sin.to(x.dtype)
-        return (chunks @ m.t()).flatten(-2)[..., self.out_index]
+        return self._tiled((chunks @ m.t()).flatten(-2))
+
+    def _padded(self, x: Tensor) -> Tensor:
+        """x̃ = x[..., in_index] (..., n·r̂), as a view or one concatenation when the wrap-around fits
+        in one copy of x: slices instead of a gather, so backward is a slice-add, not a scatter."""
+        k, pad = self.in_features, self.in_index.numel() - self.in_features
+        if pad == 0:
+            return x
+        if pad <= k:
+            return torch.cat((x, x[..., :pad]), dim=-1)
+        return x[..., self.in_index]
+
+    def _tiled(self, y: Tensor) -> Tensor:
+        """y[..., out_index] (..., d) with out_index = arange(d) mod P, P = y.shape[-1]: the first d
+        entries when P ≥ d, else y repeated ⌈d/P⌉ times and cut (a repeat, not a gather)."""
+        d, period = self.out_features, y.shape[-1]
+        if period >= d:
+            return y if period == d else y[..., :d]
+        return y.repeat(*([1] * (y.dim() - 1)), -(-d // period))[..., :d]
 
     # -- the exact ΔW ------------------------------------------------------------------------
     def blocks(self) -> Tensor:

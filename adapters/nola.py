@@ -101,6 +101,12 @@ class NolaConfig:
         return self.r * (in_features + out_features) / self.n_params(in_features, out_features)
 
 
+def _combination(coef: Tensor, basis: Tensor) -> Tensor:
+    """Σ_i coef_i · basis_i for coef (K,), basis (K, *shape): one (1, K) @ (K, Π shape) product, the
+    same arithmetic as ``tensordot`` (bit for bit) without its permute/reshape in backward."""
+    return torch.mm(coef.unsqueeze(0), basis.flatten(1)).view(basis.shape[1:])
+
+
 class _SeededCombination(torch.autograd.Function):
     """Σ_i c_i · basis_i with basis (K, *shape) ~ U(−bound, bound) drawn from ``seed``.
 
@@ -111,7 +117,7 @@ class _SeededCombination(torch.autograd.Function):
     def forward(ctx: Any, coef: Tensor, seed: int, shape: tuple[int, ...], bound: float) -> Tensor:
         ctx.args = (seed, (coef.numel(), *shape), bound, coef.dtype, coef.device)
         basis = seeded_uniform(seed, ctx.args[1], bound, dtype=coef.dtype, device=coef.device)
-        return torch.tensordot(coef, basis, dims=1)
+        return _combination(coef, basis)
 
     @staticmethod
     @once_differentiable
@@ -168,7 +174,7 @@ class NolaLinear(SeedBuffers, AdapterLinear):
     # -- the factors and ΔW ------------------------------------------------------------------
     def _combine(self, coef: Tensor, which: str) -> Tensor:
         if self.config.mode == "cache":
-            return torch.tensordot(coef, getattr(self, f"_basis_{which}"), dims=1)
+            return _combination(coef, getattr(self, f"_basis_{which}"))
         cfg = self.config
         seed = self._seed_values[1 if which == "a" else 2]
         shape = (cfg.r, self.in_features) if which == "a" else (self.out_features, cfg.r)

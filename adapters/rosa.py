@@ -41,7 +41,7 @@ from .delta import LayerDelta, LowRank, SparsePart
 from .lora import LoraLinear, lora_scale
 from .registry import register
 from .schedules import rosa_phase
-from .sparse_ops import sparse_matmul
+from .sparse_ops import SparsePlan, sparse_matmul, sparse_plan
 
 __all__ = ["RosaConfig", "RosaLinear", "rosa_nnz"]
 
@@ -171,10 +171,21 @@ class RosaLinear(LoraLinear):
     def adapter_output(self, x: Tensor) -> Tensor:
         out = super().adapter_output(x)
         if self.nnz:
-            out = out + sparse_matmul(x, self.sparse_values, self.sparse_indices, (self.out_features, self.in_features))
+            out = out + sparse_matmul(x, self.sparse_values, self.sparse_indices,
+                                      (self.out_features, self.in_features), self._plan())
         if self._collecting and out.requires_grad:
             out.register_hook(partial(self._collect, x.detach()))
         return out
+
+    def _plan(self) -> SparsePlan:
+        """The CSR plan of the current support, rebuilt only when ``sparse_indices`` changes (a new
+        mask, a load or a move: the tensor's identity or in-place version counter changes)."""
+        idx = self.sparse_indices
+        key = (idx.data_ptr(), idx._version, idx.device)
+        if getattr(self, "_plan_key", None) != key:
+            self._plan_cache = sparse_plan(idx, (self.out_features, self.in_features))
+            self._plan_key = key
+        return self._plan_cache
 
     def to_delta(self, name: str) -> LayerDelta:
         shape = (self.out_features, self.in_features)

@@ -39,7 +39,9 @@ def seeded_uniform(seed: int, shape: Sequence[int], bound: float, *, dtype: torc
                    device: torch.device | str) -> Tensor:
     """U(−bound, bound) of ``shape``, drawn in float32 on the CPU from ``seed``, then cast and moved."""
     t = torch.rand(tuple(shape), generator=cpu_generator(seed), dtype=torch.float32)
-    return ((t * 2.0 - 1.0) * bound).to(device=device, dtype=dtype)
+    # in place: the same arithmetic as (t * 2 - 1) * bound, bit for bit, with no new buffers
+    # (regenerating NOLA's bases every step makes fresh allocations and extra passes measurable)
+    return t.mul_(2.0).sub_(1.0).mul_(bound).to(device=device, dtype=dtype)
 
 
 def _orthonormal(rows: int, cols: int, g: torch.Generator) -> Tensor:
