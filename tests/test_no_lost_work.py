@@ -66,9 +66,19 @@ def test_full_disk_is_a_clear_oserror_and_keeps_the_previous_file(tmp_path, monk
     monkeypatch.setattr(atomic, "save_file", half_writer(atomic.save_file, no_space))
     with pytest.raises(OSError) as e:
         save_native(path, deltas(5.0))
-    assert e.value.errno == errno.ENOSPC
-    assert str(path) in e.value.strerror and "No space left" in e.value.strerror
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert e.value.strerror == "could not write the file (No space left on device)"
     assert_previous_intact(path, before)
+
+
+def test_saved_files_get_the_umask_permissions_without_touching_the_umask(tmp_path) -> None:
+    old = os.umask(0o027)
+    try:
+        p = save_native(tmp_path / "p.safetensors", deltas(1.0))
+        assert os.umask(0o027) == 0o027  # atomic_write left the process umask alone
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o640
 
 
 def test_process_killed_mid_write_keeps_the_previous_file(tmp_path) -> None:
