@@ -167,6 +167,7 @@ def corrupt_folder(draw: st.DrawFn, files: dict[str, bytes]) -> dict[str, bytes]
     return files
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, **FUZZ)
 @given(data=st.data(), which=st.sampled_from(KINDS))
 def test_fuzz_formats_load(tmp_path, data, which) -> None:
@@ -241,6 +242,7 @@ def hostile_zip(draw: st.DrawFn, folder: dict[str, bytes]) -> bytes:
     return data
 
 
+@pytest.mark.slow
 @settings(max_examples=800, **FUZZ)
 @given(data=st.data(), which=st.sampled_from(["lora", "loha"]))
 def test_fuzz_zip_load(tmp_path, data, which) -> None:
@@ -273,6 +275,7 @@ def test_fuzz_formats_warned_often() -> None:
     assert total["warned"] >= 20 and total["loaded"] >= 100 and total["refused"] >= 100, dict(total)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, **FUZZ)
 @given(data=st.data(), which=st.sampled_from(["lora", "kohya"]), name=st.sampled_from(
     ["upload.zip", "../../x.zip", "<script>.zip", "a.safetensors", "adapter_config.json", "\x1b[31m.zip"]))
@@ -291,6 +294,7 @@ def test_fuzz_app_upload(tmp_path, data, which, name) -> None:
         paths = save_upload([(name, blob)], work / "uploads", max_total_bytes=64 * 2**20)
     except (UserError, CheckpointError) as e:
         assert e.path and e.reason
+        _record("app_upload", "refused")
         paths = []
     for p in paths:
         assert Path(p).resolve().is_relative_to((work / "uploads").resolve())

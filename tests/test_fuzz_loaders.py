@@ -74,6 +74,7 @@ def _record(test: str, outcome: str) -> None:
     OUTCOMES.setdefault(test, Counter())[outcome] += 1
 
 
+@pytest.mark.slow
 @settings(max_examples=2200, **FUZZ)
 @given(data=st.data(), which=st.sampled_from(["mixed", "adapter"]))
 def test_fuzz_native_load(tmp_path, data, which) -> None:
@@ -83,6 +84,7 @@ def test_fuzz_native_load(tmp_path, data, which) -> None:
     _record("native", check_case(load_native, str(path)))
 
 
+@pytest.mark.slow
 @settings(max_examples=600, **FUZZ)
 @given(data=st.data())
 def test_fuzz_native_load_adapters(tmp_path, data) -> None:
