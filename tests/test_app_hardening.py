@@ -118,3 +118,44 @@ def test_hostile_uploads_get_a_clear_message(samples, monkeypatch, name, members
     assert errors and "Upload rejected" in errors[0] and reason in errors[0], errors
     assert "rankscope-session" not in errors[0] and "Traceback" not in errors[0]
     assert not Path("/etc/evil.safetensors").exists()
+
+
+def test_adapters_trained_in_one_session_stay_in_it(samples, monkeypatch) -> None:
+    a, b = _session(samples, monkeypatch), _session(samples, monkeypatch)
+    a.switch_page("views/train.py")
+    a.run()
+    a.main.multiselect[0].set_value(["lora"])
+    a.main.number_input[1].set_value(5)  # steps
+    a.main.button[0].click().run(timeout=120)
+    assert not a.exception, [e.value for e in a.exception]
+    trained = [k for k, s in a.session_state["sources"].items() if s.origin == "trained"]
+    assert trained, list(a.session_state["sources"])
+    path = Path(a.session_state["sources"][trained[0]].path)
+    assert path.is_relative_to(Path(a.session_state["_tmpdir"].name)) and path.is_file()
+    b.run()
+    assert not any(s.origin == "trained" for s in b.session_state["sources"].values())
+    assert not set(trained) & set(b.sidebar.multiselect[0].options)
+
+
+def test_training_that_blows_up_in_the_app_names_the_step_and_keeps_the_last_good_state(samples, monkeypatch) -> None:
+    import functools
+
+    import torch
+
+    import adapters.training as training
+    from adapters.formats.native import load_native
+
+    monkeypatch.setattr(training, "train", functools.partial(training.train, lr=1e30))  # Adam overflows at once
+    at = _session(samples, monkeypatch)
+    at.switch_page("views/train.py")
+    at.run()
+    at.main.multiselect[0].set_value(["lora"])
+    at.main.number_input[1].set_value(20)
+    at.main.button[0].click().run(timeout=120)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    warnings = [w.value.replace("\\", "") for w in at.warning]
+    assert any("lora: training stopped at step" in w and "kept the last good state" in w for w in warnings), warnings
+    src = next(s for s in at.session_state["sources"].values() if s.origin == "trained")
+    ds = load_native(src.path)
+    assert "training stopped at step" in ds.extra["stopped"]
+    assert all(torch.isfinite(d.dense()).all() for d in ds.deltas())
