@@ -60,10 +60,12 @@ def train_to_file(task: str, method: str, budget: int, steps: int, device: str, 
     from adapters.inject import adapter_modules
 
     traj = result.trajectory.to_dict(orient="list") if hasattr(result.trajectory, "to_dict") else result.trajectory
+    stopped = getattr(result, "stopped", None)  # the NaN/Inf guard's message; the last good state is saved
     save_native(path, result.deltas, modules=dict(adapter_modules(result.model)),
-                extra={"task": task, "metrics": result.metrics, "trajectory": traj})
+                extra={"task": task, "metrics": result.metrics, "trajectory": traj, "stopped": stopped})
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str, bool))}
-    return path, {"task": task, "method": method, "steps": steps, "device": device, "seed": seed, **metrics}
+    return path, {"task": task, "method": method, "steps": steps, "device": device, "seed": seed, **metrics,
+                  **({"stopped": stopped} if stopped else {})}
 
 
 def _progress_args(args: tuple, kw: dict, steps: int) -> tuple[int, int, float | None]:
@@ -76,4 +78,6 @@ def _progress_args(args: tuple, kw: dict, steps: int) -> tuple[int, int, float |
         step = kw.get("step", args[0] if args else 0)
         total = kw.get("total", args[1] if len(args) > 1 else steps)
         loss = kw.get("loss", args[2] if len(args) > 2 else None)
+    if isinstance(loss, dict):  # adapters.training.loop.Progress: (steps_done, total_steps, {"loss": ...})
+        loss = loss.get("loss")
     return int(step), int(total or steps), (float(loss) if loss is not None else None)

@@ -17,25 +17,42 @@ from safetensors.torch import save_file
 __all__ = ["atomic_write", "atomic_write_bytes", "save_safetensors"]
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``. Returns ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` sets it, racing other threads)."""
     try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``. Returns ``path``.
+
+    Any ``OSError`` (a full disk, no permission) is re-raised as ``OSError(errno, "could not write the
+    file (<reason>)", path)``, so the CLI prints ``error: <path>: could not write the file (...)``.
+    """
+    target = Path(path)
+    tmp = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (and some writers) make 0600; give the usual permissions
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except OSError as e:
-        _remove(tmp)
-        raise OSError(e.errno, f"could not write {target}: {e.strerror or e}") from e
+        if tmp is not None:
+            _remove(tmp)
+        raise OSError(e.errno, f"could not write the file ({e.strerror or e})", str(target)) from e
     except BaseException:
-        _remove(tmp)
+        if tmp is not None:
+            _remove(tmp)
         raise
     return target
 

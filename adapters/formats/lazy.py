@@ -13,19 +13,31 @@ from typing import Any
 
 from ..delta import CheckpointError, DeltaError, DeltaSet, LayerDelta
 
-__all__ = ["ModuleProblem", "finish"]
+__all__ = ["ModuleProblem", "MODULE_FAULTS", "finish"]
 
 
 class ModuleProblem(Exception):
     """One module of a file cannot be rebuilt; the message says why (the module name is added)."""
 
 
+# A module builder works on tensors and config values taken from a hostile file; beyond the checks
+# it makes itself (ModuleProblem), a factor of the wrong rank or a value of the wrong type surfaces as
+# one of these, and concerns that module only. Allocation failures (RuntimeError, MemoryError) are
+# deliberately NOT here: a size taken from the file must be checked before anything is allocated.
+MODULE_FAULTS = (ModuleProblem, DeltaError, IndexError, TypeError, ValueError, KeyError, ZeroDivisionError,
+                 OverflowError)
+
+
+def _describe(e: BaseException) -> str:
+    return str(e) if isinstance(e, (ModuleProblem, DeltaError)) else f"malformed tensors or config ({type(e).__name__}: {str(e)[:160]})"
+
+
 def _guard(name: str, loader: Callable[[], LayerDelta], source: str) -> Callable[[], LayerDelta]:
     def load() -> LayerDelta:
         try:
             return loader()
-        except (ModuleProblem, DeltaError) as e:
-            raise CheckpointError(source, f"module {name!r}: {e}") from None
+        except MODULE_FAULTS as e:
+            raise CheckpointError(source, f"module {name!r}: {_describe(e)}") from None
 
     return load
 
@@ -51,8 +63,8 @@ def finish(
         if check:
             try:
                 d = loader()
-            except (ModuleProblem, DeltaError) as e:
-                warns.append(f"{name}: {e} (module skipped)")
+            except MODULE_FAULTS as e:
+                warns.append(f"{name}: {_describe(e)} (module skipped)")
                 continue
             if d.nonfinite:
                 warns.append(f"{name}: contains NaN or Inf values")

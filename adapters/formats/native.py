@@ -28,6 +28,7 @@ from ..base import AdapterLinear
 from ..delta import CheckpointError, DeltaError, DeltaSet, LayerDelta, LowRank, SparsePart
 from ..registry import METHODS, make_config
 from .atomic import save_safetensors
+from .safetensors_check import SafetensorsHeader, TensorInfo, check_safetensors
 
 __all__ = ["FORMAT", "VERSION", "save_native", "load_native", "read_manifest", "is_native",
            "load_adapters", "load_into"]
@@ -35,6 +36,7 @@ __all__ = ["FORMAT", "VERSION", "save_native", "load_native", "read_manifest", "
 FORMAT = "rankscope"
 VERSION = 1
 META_KEY = "rankscope"
+_TORCH_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
 def _version() -> str:
@@ -97,24 +99,37 @@ def save_native(
     return save_safetensors(path, tensors, metadata={META_KEY: json.dumps(manifest)})
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a RankScope file; ``CheckpointError`` when the file is not one."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(path, f"not a readable safetensors file ({e})") from None
+# A layer's claimed (out, in) must stay within these; a dimension no stored tensor witnesses (a
+# sparse-only or empty layer) is held to the smaller bound, since densifying it allocates out * in.
+MAX_LAYER_ELEMENTS = 2**31
+MAX_UNWITNESSED_ELEMENTS = 2**26
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", "F8_E4M3FNUZ", "F8_E5M2FNUZ"}
+_INDEX_DTYPES = {"I64", "I32", "I16", "U8", "I8"}
+
+
+def _read(path: str | os.PathLike) -> tuple[SafetensorsHeader, dict[str, Any]]:
+    """The validated safetensors header and the RankScope manifest; ``CheckpointError`` otherwise."""
+    header = check_safetensors(path)
+    meta = header.metadata
     if META_KEY not in meta:
         raise CheckpointError(path, "a safetensors file without a RankScope manifest")
     try:
         manifest = json.loads(meta[META_KEY])
-    except json.JSONDecodeError as e:
+    except RecursionError:
+        raise CheckpointError(path, "the RankScope manifest is nested too deeply") from None
+    except ValueError as e:
         raise CheckpointError(path, f"the RankScope manifest is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("layers"), list):
         raise CheckpointError(path, "the RankScope manifest lacks its format tag or layer list")
-    if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
-        raise CheckpointError(path, f"RankScope format version {manifest.get('version')!r} is newer than this reader ({VERSION})")
-    return manifest
+    version = manifest.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
+        raise CheckpointError(path, f"RankScope format version {version!r} is newer than this reader ({VERSION})")
+    return header, manifest
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a RankScope file; ``CheckpointError`` when the file is not one."""
+    return _read(path)[1]
 
 
 def is_native(path: str | os.PathLike) -> bool:
@@ -126,39 +141,171 @@ def is_native(path: str | os.PathLike) -> bool:
         return False
 
 
-def _layer_loader(path: str, i: int, entry: dict[str, Any]):
+class _BadLayer(ValueError):
+    """A manifest entry or its tensors do not describe a loadable layer (becomes a warning)."""
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _tensor(tensors: dict[str, TensorInfo], key: str, dtypes: set[str], ndim: int) -> TensorInfo:
+    t = tensors.get(key)
+    if t is None:
+        raise _BadLayer(f"tensor {key} is missing")
+    if t.dtype not in dtypes:
+        raise _BadLayer(f"tensor {key} has dtype {t.dtype}, expected one of {sorted(dtypes)}")
+    if len(t.shape) != ndim:
+        raise _BadLayer(f"tensor {key} is {len(t.shape)}-D, expected {ndim}-D")
+    return t
+
+
+def _check_entry(i: int, entry: Any, tensors: dict[str, TensorInfo]) -> dict[str, Any]:
+    """The parsed fields of manifest layer ``i``, checked against the header's tensors (no data read)."""
+    if not isinstance(entry, dict):
+        raise _BadLayer("its manifest entry is not an object")
+    shape = entry.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(s) and s >= 0 for s in shape)):
+        raise _BadLayer(f"shape must be two non-negative integers, got {str(shape)[:80]}")
+    out_f, in_f = shape
+    if out_f * in_f > MAX_LAYER_ELEMENTS:
+        raise _BadLayer(f"shape {shape} is larger than RankScope handles ({MAX_LAYER_ELEMENTS} elements)")
+    scales = entry.get("scales", [])
+    if not isinstance(scales, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales):
+        raise _BadLayer("scales must be a list of numbers")
+    try:
+        scales = [float(s) for s in scales]
+    except OverflowError:
+        raise _BadLayer("a scale is too large for a float") from None
+    n_sparse = entry.get("n_sparse", 0)
+    if not _is_int(n_sparse) or not 0 <= n_sparse <= len(tensors):
+        raise _BadLayer(f"n_sparse must be an integer between 0 and {len(tensors)}")
+    dense, bias = entry.get("dense", False), entry.get("bias", False)
+    if not isinstance(dense, bool) or not isinstance(bias, bool):
+        raise _BadLayer("dense and bias must be true or false")
+    n_params = entry.get("n_params")
+    if n_params is not None and not (_is_int(n_params) and n_params >= 0):
+        raise _BadLayer("n_params must be a non-negative integer or null")
+    meta = entry.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise _BadLayer("meta must be an object")
+    method = entry.get("method", "unknown")
+    if not isinstance(method, str):
+        raise _BadLayer("method must be a string")
+    witnessed = [False, False]
+    for j in range(len(scales)):
+        b = _tensor(tensors, f"delta.{i}.lr{j}.B", _FLOAT_DTYPES, 2)
+        a = _tensor(tensors, f"delta.{i}.lr{j}.A", _FLOAT_DTYPES, 2)
+        if b.shape[1] != a.shape[0] or (b.shape[0], a.shape[1]) != (out_f, in_f):
+            raise _BadLayer(f"low-rank part {j}: B {list(b.shape)} @ A {list(a.shape)} does not make {shape}")
+        witnessed = [True, True]
+    for j in range(n_sparse):
+        idx = _tensor(tensors, f"delta.{i}.sp{j}.indices", _INDEX_DTYPES, 2)
+        val = _tensor(tensors, f"delta.{i}.sp{j}.values", _FLOAT_DTYPES, 1)
+        if idx.shape != (2, val.shape[0]):
+            raise _BadLayer(f"sparse part {j}: indices {list(idx.shape)} do not match values {list(val.shape)}")
+    if dense:
+        if _tensor(tensors, f"delta.{i}.dense", _FLOAT_DTYPES, 2).shape != (out_f, in_f):
+            raise _BadLayer(f"the dense part is not of shape {shape}")
+        witnessed = [True, True]
+    if bias:
+        if _tensor(tensors, f"delta.{i}.bias", _FLOAT_DTYPES, 1).shape != (out_f,):
+            raise _BadLayer(f"the bias is not of shape [{out_f}]")
+        witnessed[0] = True
+    if not all(witnessed) and out_f * in_f > MAX_UNWITNESSED_ELEMENTS:
+        raise _BadLayer(f"shape {shape} is not backed by stored tensors and exceeds {MAX_UNWITNESSED_ELEMENTS} elements")
+    return {"name": entry["name"], "shape": (out_f, in_f), "scales": scales, "n_sparse": n_sparse, "dense": dense,
+            "bias": bias, "n_params": n_params, "meta": dict(meta), "method": method}
+
+
+def _layer_loader(path: str, i: int, e: dict[str, Any]):
     def load() -> LayerDelta:
         try:
             with safe_open(path, framework="pt") as f:
-                lr = tuple(LowRank(f.get_tensor(f"delta.{i}.lr{j}.B"), f.get_tensor(f"delta.{i}.lr{j}.A"), float(s))
-                           for j, s in enumerate(entry.get("scales", [])))
-                shape = tuple(entry["shape"])
-                sp = tuple(SparsePart(f.get_tensor(f"delta.{i}.sp{j}.indices"), f.get_tensor(f"delta.{i}.sp{j}.values"), shape)
-                           for j in range(int(entry.get("n_sparse", 0))))
-                dense = f.get_tensor(f"delta.{i}.dense") if entry.get("dense") else None
-                bias = f.get_tensor(f"delta.{i}.bias") if entry.get("bias") else None
-            return LayerDelta(name=str(entry["name"]), shape=shape, low_rank=lr, sparse=sp, dense_part=dense,
-                              bias=bias, method=str(entry.get("method", "unknown")), n_params=entry.get("n_params"),
-                              meta=dict(entry.get("meta") or {}))
-        except (SafetensorError, OSError, KeyError, TypeError, ValueError, DeltaError) as e:
-            raise CheckpointError(path, f"layer {entry.get('name')!r}: {e}") from None
+                lr = tuple(LowRank(f.get_tensor(f"delta.{i}.lr{j}.B"), f.get_tensor(f"delta.{i}.lr{j}.A"), s)
+                           for j, s in enumerate(e["scales"]))
+                sp = tuple(SparsePart(f.get_tensor(f"delta.{i}.sp{j}.indices"), f.get_tensor(f"delta.{i}.sp{j}.values"),
+                                      e["shape"]) for j in range(e["n_sparse"]))
+                dense = f.get_tensor(f"delta.{i}.dense") if e["dense"] else None
+                bias = f.get_tensor(f"delta.{i}.bias") if e["bias"] else None
+            return LayerDelta(name=e["name"], shape=e["shape"], low_rank=lr, sparse=sp, dense_part=dense, bias=bias,
+                              method=e["method"], n_params=e["n_params"], meta=dict(e["meta"]))
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError, DeltaError) as err:
+            raise CheckpointError(path, f"layer {e['name']!r}: {err}") from None
 
     return load
 
 
 def load_native(path: str | os.PathLike) -> DeltaSet:
-    """A lazy ``DeltaSet`` over a RankScope file (each layer is read when first asked for)."""
-    manifest = read_manifest(path)
+    """A lazy ``DeltaSet`` over a RankScope file (each layer is read when first asked for).
+
+    Every layer's structure is checked against the validated header up front; a layer that does not
+    fit (missing tensor, wrong shape or dtype, bad manifest entry) becomes a warning on the set and
+    the healthy layers still load.
+    """
+    header, manifest = _read(path)
     layers: dict[str, Any] = {}
+    warnings: list[str] = []
     for i, entry in enumerate(manifest["layers"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise CheckpointError(path, f"manifest layer {i} has no name")
-        if entry["name"] in layers:
-            raise CheckpointError(path, f"layer {entry['name']!r} appears twice")
-        layers[entry["name"]] = _layer_loader(str(path), i, entry)
-    extra = manifest.get("extra")
-    return DeltaSet(layers, source=str(path), method=str(manifest.get("method", "unknown")), format=FORMAT,
-                    config=manifest.get("config") or {}, extra=extra if isinstance(extra, dict) else {})
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            warnings.append(f"manifest layer {i} has no name; skipped")
+            continue
+        if name in layers:
+            warnings.append(f"layer {name!r} appears twice; the second copy is skipped")
+            continue
+        try:
+            layers[name] = _layer_loader(str(path), i, _check_entry(i, entry, header.tensors))
+        except _BadLayer as e:
+            warnings.append(f"layer {name!r}: {e}; skipped")
+    config, extra = manifest.get("config"), manifest.get("extra")
+    method = manifest.get("method", "unknown")
+    return DeltaSet(layers, source=str(path), method=method if isinstance(method, str) else "unknown", format=FORMAT,
+                    config=config if isinstance(config, dict) else {}, warnings=warnings,
+                    extra=extra if isinstance(extra, dict) else {})
+
+
+def _rebuild(path: Any, i: int, entry: dict[str, Any], tensors: dict[str, TensorInfo], f: Any,
+             base: nn.Linear | None) -> AdapterLinear:
+    """One trainable adapter from manifest layer ``i``. Its shapes are first worked out on the meta
+    device (nothing allocated) and must equal the stored state's before anything real is built."""
+    name, method, keys, cfg_kw = entry.get("name"), entry.get("method"), entry.get("state"), entry.get("config", {})
+    if not isinstance(method, str) or method not in METHODS:
+        raise CheckpointError(path, f"layer {name!r}: unknown method {str(method)[:40]!r}")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or not isinstance(cfg_kw, dict):
+        raise CheckpointError(path, f"layer {name!r}: state must be a list of names and config an object")
+    missing = [k for k in keys if f"state.{i}.{k}" not in tensors]
+    if missing:
+        raise CheckpointError(path, f"layer {name!r}: state tensors missing: {missing[:5]}")
+    try:
+        parsed = _check_entry(i, entry, tensors)
+        cfg = make_config(method, **cfg_kw)
+        out_f, in_f = parsed["shape"]
+        stored = {k: tensors[f"state.{i}.{k}"] for k in keys}
+        float_dtypes = [v.dtype for v in stored.values() if v.dtype in _FLOAT_DTYPES]
+        dtype = _TORCH_DTYPES.get(float_dtypes[0] if float_dtypes else "F32", torch.float32)
+        if base is not None and (base.out_features, base.in_features) != (out_f, in_f):
+            raise _BadLayer(f"the model's layer is {base.out_features}x{base.in_features}, the file's {out_f}x{in_f}")
+        dtype = base.weight.dtype if base is not None else dtype
+        meta_base = nn.Linear(in_f, out_f, bias=base is not None and base.bias is not None, dtype=dtype, device="meta")
+        on_meta = METHODS[method].linear_cls(meta_base, cfg)
+        expect = {k: tuple(v.shape) for k, v in on_meta.adapter_state().items()}
+        got = {k: v.shape for k, v in stored.items()}
+        if expect != got:
+            raise _BadLayer(f"stored state {got} does not match what the {method} config builds {expect}")
+    except _BadLayer as e:
+        raise CheckpointError(path, f"layer {name!r}: {e}") from None
+    except (TypeError, ValueError, KeyError, RuntimeError, OverflowError) as e:
+        raise CheckpointError(path, f"layer {name!r}: invalid {method} config ({e})") from None
+    if base is None:
+        base = nn.Linear(in_f, out_f, bias=False, dtype=dtype)
+        nn.init.zeros_(base.weight)
+    mod = METHODS[method].linear_cls(base, cfg)
+    try:
+        mod.load_adapter_state({k: f.get_tensor(f"state.{i}.{k}") for k in keys})
+    except (KeyError, RuntimeError, SafetensorError) as e:
+        raise CheckpointError(path, f"layer {name!r}: {e}") from None
+    return mod
 
 
 def load_adapters(path: str | os.PathLike, bases: dict[str, nn.Linear] | None = None) -> dict[str, AdapterLinear]:
@@ -167,32 +314,19 @@ def load_adapters(path: str | os.PathLike, bases: dict[str, nn.Linear] | None = 
     ``bases`` supplies each layer's frozen ``nn.Linear``; without it a zero base of the right shape is
     used, which is enough to reproduce ΔW exactly.
     """
-    manifest = read_manifest(path)
+    header, manifest = _read(path)
     out: dict[str, AdapterLinear] = {}
-    with safe_open(str(path), framework="pt") as f:
-        for i, entry in enumerate(manifest["layers"]):
-            if not entry.get("state"):
-                continue
-            method, name = entry.get("method"), entry["name"]
-            if method not in METHODS:
-                raise CheckpointError(path, f"layer {name!r}: unknown method {method!r}")
-            try:
-                cfg = make_config(method, **entry.get("config", {}))
-            except (TypeError, ValueError) as e:
-                raise CheckpointError(path, f"layer {name!r}: invalid {method} config ({e})") from None
-            state = {k: f.get_tensor(f"state.{i}.{k}") for k in entry["state"]}
-            out_f, in_f = (int(s) for s in entry["shape"])
-            base = (bases or {}).get(name)
-            if base is None:
-                dtype = next(iter(state.values())).dtype if state else torch.float32
-                base = nn.Linear(in_f, out_f, bias=False, dtype=dtype)
-                nn.init.zeros_(base.weight)
-            mod = METHODS[method].linear_cls(base, cfg)
-            try:
-                mod.load_adapter_state(state)
-            except KeyError as e:
-                raise CheckpointError(path, f"layer {name!r}: {e.args[0]}") from None
-            out[name] = mod
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for i, entry in enumerate(manifest["layers"]):
+                if not isinstance(entry, dict) or not entry.get("state"):
+                    continue
+                name = entry.get("name")
+                if not isinstance(name, str) or name in out:
+                    raise CheckpointError(path, f"manifest layer {i}: its name is missing or repeated")
+                out[name] = _rebuild(path, i, entry, header.tensors, f, (bases or {}).get(name))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(path, f"not a readable safetensors file ({e})") from None
     return out
 
 

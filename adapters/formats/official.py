@@ -169,12 +169,18 @@ def _mora(module: str, slots: dict[str, str], ctx: Ctx) -> LayerDelta:
 
 
 # -- NOLA -----------------------------------------------------------------------------------------
+MAX_NOLA_BASIS_VALUES = 2**28  # K·rows·cols drawn at once (1 GiB in float32); real NOLA layers need far less
 def nola_factor(weight: Tensor, coefficients: Tensor, seed: int) -> Tensor:
     """weight + Σ_b c_b·U_b with U (K, rows, cols) ~ uniform(−1, 1)/sqrt(K) after torch.manual_seed(seed).
 
     Uses (and then restores) torch's global CPU generator, as the official code does.
     """
     c = fp(coefficients).reshape(-1)
+    if weight.dim() != 2 or c.numel() == 0:
+        raise ModuleProblem(f"a NOLA factor must be 2-D with at least one coefficient, got {tuple(weight.shape)} "
+                            f"and {c.numel()} coefficients")
+    if c.numel() * weight.numel() > MAX_NOLA_BASIS_VALUES:  # the bases are drawn in full, as the official code does
+        raise ModuleProblem(f"{c.numel()} bases of shape {tuple(weight.shape)} exceed {MAX_NOLA_BASIS_VALUES} random values")
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(int(seed))

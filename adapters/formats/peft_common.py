@@ -46,7 +46,105 @@ def read_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(path, "the adapter config is not a JSON object")
     if not isinstance(cfg.get("peft_type"), str):
         raise CheckpointError(path, "the adapter config has no peft_type")
+    check_config_types(path, cfg)
     return cfg
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**31
+
+
+def _is_names(v: Any) -> bool:
+    return isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+
+
+_KINDS: dict[str, tuple[str, Any]] = {
+    "count": ("a non-negative integer", _is_count),
+    "num": ("a finite number", _is_num),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "names": ("a string or a list of strings", _is_names),
+    "count_map": ("an object of non-negative integers", lambda v: isinstance(v, dict) and all(_is_count(x) for x in v.values())),
+    "rank_map": ("an object of non-negative integers or lists of true/false (AdaLoRA)",
+                 lambda v: isinstance(v, dict) and all(_is_count(x) or (isinstance(x, list) and all(isinstance(b, bool) for b in x))
+                                                       for x in v.values())),
+    "num_map": ("an object of numbers", lambda v: isinstance(v, dict) and all(_is_num(x) for x in v.values())),
+    "bool_or_str": ("true, false or a string", lambda v: isinstance(v, (bool, str))),
+}
+# The config fields the loaders read, and what each must be when present and not null.
+CONFIG_FIELDS: dict[str, str] = {
+    "r": "count", "init_r": "count", "target_r": "count", "n_frequency": "count", "mora_type": "count",
+    "projection_prng_key": "count", "random_loc_seed": "count", "num_vectors": "count", "vector_length": "count",
+    "topk": "count", "block_size": "count", "oft_block_size": "count",
+    "lora_alpha": "num", "alpha": "num", "scaling": "num", "rank_dropout": "num", "module_dropout": "num",
+    "use_rslora": "bool", "use_dora": "bool", "fan_in_fan_out": "bool", "block_share": "bool",
+    "use_cayley_neumann": "bool", "coft": "bool", "use_mora": "bool", "use_nola": "bool", "lora_bias": "bool",
+    "decompose_both": "bool", "save_only_topk_weights": "bool",
+    "peft_type": "str", "bias": "str",
+    "target_modules": "names", "modules_to_save": "names", "feedforward_modules": "names", "exclude_modules": "names",
+    "rank_pattern": "rank_map", "n_frequency_pattern": "count_map", "alpha_pattern": "num_map",
+    "init_lora_weights": "bool_or_str",
+}
+
+
+def check_config_types(path: Path, cfg: Mapping[str, Any]) -> None:
+    """``CheckpointError`` naming the first config field the loaders read whose value has the wrong
+    type, or a pattern key that is not a regular expression RankScope will run (see ``regex_problem``)."""
+    for name, kind in CONFIG_FIELDS.items():
+        v = cfg.get(name)
+        what, ok = _KINDS[kind]
+        if v is not None and not ok(v):
+            raise CheckpointError(path, f"config field {name!r} must be {what}, got {json.dumps(v)[:60]}")
+    for name in ("rank_pattern", "alpha_pattern", "n_frequency_pattern"):
+        for k in cfg.get(name) or {}:
+            problem = regex_problem(k)
+            if problem:
+                raise CheckpointError(path, f"config field {name!r}: key {k[:60]!r} {problem}")
+
+
+MAX_PATTERN_LEN = 256
+MAX_MATCH_NAME = 512
+_SINGLE_CHAR = {"LITERAL", "NOT_LITERAL", "ANY", "IN", "CATEGORY"}
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why a pattern key from a file is refused (None when it is fine).
+
+    PEFT matches these keys as regular expressions against module names, so a hostile file could
+    hang the loader with catastrophic backtracking (``(a|aa)*c``). Allowed: at most 2 repetitions,
+    each of a single character or class (``.*``, ``[0-9]+``), and at most ``MAX_PATTERN_LEN`` characters.
+    """
+    try:
+        from re import _parser as sre_parse  # Python >= 3.11
+    except ImportError:  # pragma: no cover
+        import sre_parse  # type: ignore[no-redef]
+    if len(pattern) > MAX_PATTERN_LEN:
+        return f"is longer than {MAX_PATTERN_LEN} characters"
+    try:
+        tree = sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return "is not a valid regular expression"
+    repeats = 0
+    stack = [tree]
+    while stack:
+        for op, arg in stack.pop():
+            name = str(op)
+            if "REPEAT" in name:
+                repeats += 1
+                body = arg[2]
+                if not all(str(o) in _SINGLE_CHAR for o, _ in body):
+                    return "repeats a group (nested repetition can backtrack without end)"
+            elif name == "SUBPATTERN":
+                stack.append(arg[-1])
+            elif name == "BRANCH":
+                stack.extend(arg[1])
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                stack.append(arg[1])
+    return "has more than 2 repetitions" if repeats > 2 else None
 
 
 def weights_file(folder: Path) -> TensorFile:
@@ -135,6 +233,8 @@ def group_keys(keys: Iterable[str], params: Iterable[str], shared: Iterable[str]
 def pattern_value(pattern: Mapping[str, Any] | None, module: str, default: Any) -> Any:
     """PEFT's ``get_pattern_key`` rule: the first key ``k`` with ``re.match(rf"(.*\\.)?({k})$", module)``."""
     for k in (pattern or {}):
+        if len(module) > MAX_MATCH_NAME or regex_problem(k):  # config keys are checked on reading already
+            continue
         try:
             if re.match(rf"(.*\.)?({k})$", module):
                 return pattern[k]

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor
 
 from ..delta import CheckpointError
+from .safetensors_check import MAX_HEADER_BYTES, check_safetensors
 
 __all__ = ["TensorFile", "SafetensorsFile", "TorchFile", "DictFile", "open_tensor_file", "read_header",
            "MAX_HEADER_BYTES", "PICKLE_SUFFIXES"]
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 # safetensors dtype tag -> (torch dtype name, bytes per element)
@@ -40,69 +40,23 @@ _DTYPES: dict[str, tuple[str, float]] = {
 def read_header(path: str | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """``({key: {"dtype", "shape", "data_offsets"}}, metadata)`` of a safetensors file, validated.
 
-    Raises ``CheckpointError`` naming the problem: empty or short file, a header length beyond the
-    file or ``MAX_HEADER_BYTES``, a header that is not a JSON object, an unknown dtype, a shape that is
-    not a list of non-negative ints, or data offsets that overlap, leave gaps or pass the file's end.
+    The checks live in ``safetensors_check.check_safetensors`` (shared with the native loader):
+    empty or short file, a header length beyond the file or ``MAX_HEADER_BYTES``, a header that is
+    not a JSON object (or has duplicate keys, NaN, deep nesting), an unknown dtype, a shape that is
+    not a list of non-negative ints, data offsets that overlap, leave gaps, pass the file's end or
+    leave bytes unclaimed. Raises ``CheckpointError`` naming the problem.
     """
     p = Path(path)
-    try:
-        size = p.stat().st_size
-        with open(p, "rb") as f:
-            head = f.read(8)
-            if size == 0:
-                raise CheckpointError(p, "the file is empty")
-            if len(head) < 8:
-                raise CheckpointError(p, f"truncated: {size} bytes is too short for a safetensors header")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES:
-                raise CheckpointError(p, f"absurd safetensors header length {n} bytes (limit {MAX_HEADER_BYTES})")
-            if 8 + n > size:
-                raise CheckpointError(p, f"truncated: the header claims {n} bytes but the file has {size - 8}")
-            raw = f.read(n)
-    except IsADirectoryError:
-        raise CheckpointError(p, "is a directory, not a tensor file") from None
-    except FileNotFoundError:
-        raise CheckpointError(p, "no such file") from None
-    except PermissionError:
-        raise CheckpointError(p, "permission denied") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(p, f"the safetensors header is not valid JSON ({e.__class__.__name__})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(p, "the safetensors header is not a JSON object")
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise CheckpointError(p, "the safetensors metadata must map strings to strings")
-    data_len = size - 8 - n
-    spans = []
-    for key, info in header.items():
-        if not isinstance(info, dict):
-            raise CheckpointError(p, f"tensor {key!r}: malformed header entry")
-        dtype = info.get("dtype")
-        if dtype not in _DTYPES:
-            raise CheckpointError(p, f"tensor {key!r}: unknown dtype {str(dtype)[:40]!r}")
-        shape, offs = info.get("shape"), info.get("data_offsets")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-            raise CheckpointError(p, f"tensor {key!r}: malformed shape {str(shape)[:60]}")
-        if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)
-                or not 0 <= offs[0] <= offs[1]):
-            raise CheckpointError(p, f"tensor {key!r}: malformed data offsets {str(offs)[:60]}")
-        numel = 1
-        for s in shape:
-            numel *= s
-        if offs[1] > data_len:
-            raise CheckpointError(p, f"truncated: tensor {key!r} ends at byte {offs[1]} but the data has {data_len}")
-        if offs[1] - offs[0] != numel * _DTYPES[dtype][1]:
-            raise CheckpointError(p, f"tensor {key!r}: {offs[1] - offs[0]} bytes do not hold shape {shape} of {dtype}")
-        spans.append((offs[0], offs[1], key))
-    spans.sort()
-    end = 0
-    for b, e, key in spans:
-        if b != end:
-            raise CheckpointError(p, f"tensor {key!r}: data overlaps or leaves a gap at byte {b}")
-        end = e
-    return header, meta
+    if p.is_file() and p.stat().st_size == 0:
+        raise CheckpointError(p, "the file is empty")
+    checked = check_safetensors(p)
+    header: dict[str, dict[str, Any]] = {}
+    for key, t in checked.tensors.items():
+        if t.dtype not in _DTYPES:
+            raise CheckpointError(p, f"tensor {key[:120]!r}: unsupported dtype {t.dtype}")
+        header[key] = {"dtype": t.dtype, "shape": list(t.shape),
+                       "data_offsets": [t.start - checked.data_start, t.end - checked.data_start]}
+    return header, checked.metadata
 
 
 class TensorFile:
@@ -156,7 +110,7 @@ class SafetensorsFile(TensorFile):
 
     @contextmanager
     def reading(self) -> Iterator["SafetensorsFile"]:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         if self._handle is not None:
             yield self
@@ -165,9 +119,7 @@ class SafetensorsFile(TensorFile):
             with safe_open(str(self.path), framework="pt") as f:
                 self._handle = f
                 yield self
-        except (OSError, ValueError, RuntimeError) as e:
-            if isinstance(e, CheckpointError):
-                raise
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
             raise CheckpointError(self.path, f"could not read tensors ({e})") from None
         finally:
             self._handle = None

@@ -13,6 +13,7 @@ HELP = "start the browser workbench (Streamlit) on 127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "app" / "main.py"
 SAMPLES = REPO / "sample_checkpoints"
+MAX_UPLOAD_MB = 200  # server.maxUploadSize, per file; .streamlit/config.toml says the same
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +30,7 @@ def streamlit_command(host: str, port: int, samples: str, headless: bool = True)
         "--server.address", host, "--server.port", str(port),
         "--server.headless", "true" if headless else "false",
         "--server.enableXsrfProtection", "true",
+        "--server.maxUploadSize", str(MAX_UPLOAD_MB),
         "--browser.gatherUsageStats", "false",
         "--", "--samples", samples,
     ]

@@ -48,11 +48,15 @@ with guard("train"):
             src = add_source(path, "trained", label=f"{task} · {m}")
             bar.progress(1.0, text=f"{m}: done — added {src.label} to the library")
             st.session_state.setdefault("trained_runs", []).append(summary)
+            if summary.get("stopped"):
+                st.session_state.setdefault("train_stopped", []).append(f"{m}: {summary['stopped']}")
         st.session_state["train_curves"] = st.session_state.get("train_curves", []) + curves
         st.session_state["train_done"] = f"Trained {', '.join(methods)} on {task}: now active in the sidebar."
         st.rerun()  # redraw the sidebar with the new sources
     if msg := st.session_state.pop("train_done", None):
         st.success(md(msg))
+    for msg in st.session_state.pop("train_stopped", []):
+        st.warning(md(msg), icon=":material/warning:")
     runs = st.session_state.get("trained_runs", [])
     if runs:
         st.subheader("Runs in this session")
