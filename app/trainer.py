@@ -45,7 +45,7 @@ def devices() -> dict[str, str]:
     """Device key -> label; ``cuda`` is listed, with the GPU's name, only when torch sees one."""
     import torch
 
-    out = {"auto": "auto (GPU when available)" if torch.cuda.is_available() else "auto (CPU: no GPU found)",
+    out = {"auto": "auto (→ GPU)" if torch.cuda.is_available() else "auto (→ CPU)",
            "cpu": "CPU"}
     if torch.cuda.is_available():
         out["cuda"] = f"GPU: {torch.cuda.get_device_name(0)}"
@@ -74,5 +74,5 @@ def train_to_file(task: str, method: str, budget: int, steps: int, device: str, 
     cfg = result.config if "per_layer" not in result.config else {"per layer": len(result.config["per_layer"])}
     return path, {"task": task, "method": method, "config": ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                                                         for k, v in cfg.items()),
-                  "trainable parameters": result.n_params, "budget": result.budget, "steps": result.steps_done,
-                  "device": result.device, "seed": seed, "seconds": round(result.wall_s, 2), **metrics}
+                  "trainable parameters": result.n_params, "budget": result.budget, **metrics,
+                  "steps": result.steps_done, "device": result.device, "seed": seed, "seconds": round(result.wall_s, 2)}

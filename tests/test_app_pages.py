@@ -280,3 +280,15 @@ def test_hostile_layer_names_are_text(app, tmp_path) -> None:
     for fig in figures(at):
         text = json.dumps(fig)
         assert "<script>" not in text and "<img" not in text
+
+
+def test_default_active_samples_share_a_task() -> None:
+    from app.library import default_active
+
+    names = ["lora_digits-shift.safetensors", "lora_lowrank.safetensors", "mora_digits-shift.safetensors",
+             "mora_memorize.safetensors", "nola_digits-shift.safetensors", "nola_lowrank.safetensors",
+             "peft_lora_digits", "rosa_digits-shift.safetensors", "roselora_digits-shift.safetensors"]
+    assert default_active(names) == ["lora_digits-shift.safetensors", "mora_digits-shift.safetensors",
+                                      "nola_digits-shift.safetensors", "rosa_digits-shift.safetensors",
+                                      "roselora_digits-shift.safetensors"]
+    assert default_active(["a.safetensors", "b.safetensors"]) == ["a.safetensors", "b.safetensors"]

@@ -62,7 +62,8 @@ with guard("train"):
                                     "trainable-parameter count is within ±5 % of this number.")
     steps = c[1].number_input("Steps", 1, 100_000, info.steps, step=50, key=f"steps-{task}")
     lr = c[2].number_input("Learning rate (Adam)", 1e-8, 1e10, info.lr, format="%g", key=f"lr-{task}")
-    device = c[3].selectbox("Device", list(devices), format_func=lambda d: devices[d])
+    device = c[3].selectbox("Device", list(devices), format_func=lambda d: devices[d],
+                            help="GPUs are listed when torch sees one; auto picks the GPU when there is one.")
     seed = c[4].number_input("Seed", 0, 2**31 - 1, 0)
     if st.button("Train", type="primary", key="train"):
         if not methods:
