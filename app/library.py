@@ -18,9 +18,22 @@ from .errors import UserError
 from .sources import Source, sample_sources, save_upload, unique_label
 from .ui import USER_ERRORS, error_text, md
 
-__all__ = ["render_library", "add_source", "session_dir", "upload_limit_mb"]
+__all__ = ["render_library", "add_source", "default_active", "session_dir", "upload_limit_mb"]
 
-DEFAULT_ACTIVE = 4
+DEFAULT_ACTIVE = 5
+
+
+def default_active(labels: list[str]) -> list[str]:
+    """The samples active on the first screen: the largest group trained on one task (the part of the
+    name after the method, ``lora_digits-shift`` -> ``digits-shift``), so Compare starts with layers
+    every active checkpoint shares; else the first ``DEFAULT_ACTIVE``."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        stem = Path(label).stem
+        if "_" in stem:
+            groups.setdefault(stem.split("_", 1)[1], []).append(label)
+    best = max(groups.values(), key=len, default=[])
+    return best[:DEFAULT_ACTIVE] if len(best) >= 2 else labels[:DEFAULT_ACTIVE]
 
 
 def upload_limit_mb() -> int:
@@ -58,7 +71,7 @@ def _init(samples: Path) -> None:
     if "sources" in st.session_state:
         return
     st.session_state["sources"] = {s.label: s for s in sample_sources(samples)}
-    st.session_state["active"] = list(st.session_state["sources"])[:DEFAULT_ACTIVE]
+    st.session_state["active"] = default_active(list(st.session_state["sources"]))
 
 
 def _apply_pending() -> None:

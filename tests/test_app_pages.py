@@ -6,6 +6,7 @@ the samples folder (``RANKSCOPE_SAMPLES``); charts are checked through their plo
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import zipfile
@@ -139,10 +140,57 @@ def test_compression_bad_shapes_show_an_error(app) -> None:
     assert "expected 'name d k count'" in at.error[0].value.replace("\\", "")
 
 
-def test_train_page_renders(app) -> None:
+def _train(at: AppTest, methods: list[str], steps: int, budget: int | None = None, lr: float | None = None) -> AppTest:
+    at.multiselect[0].set_value(methods)
+    at.number_input(key="steps-lowrank").set_value(steps)
+    if budget is not None:
+        at.number_input(key="budget-lowrank").set_value(budget)
+    if lr is not None:
+        at.number_input(key="lr-lowrank").set_value(lr)
+    at.button(key="train").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_train_page_trains_and_the_result_joins_the_library(app) -> None:
+    from adapters.training import make_task
+
     at = app("views/train.py")
-    assert not at.exception
+    clean(at)
     assert at.title[0].value == "Train adapters"
+    assert at.selectbox[0].value == "lowrank" and at.number_input(key="budget-lowrank").value == 1024
+    _train(at, ["lora", "roselora"], steps=6, budget=1024)
+    clean(at)
+    assert "lowrank · lora" in at.session_state["active"] and "lowrank · roselora" in at.session_state["active"]
+    runs = at.dataframe[0].value.set_index("method")
+    io = sum(o + i for _, o, i in make_task("lowrank", 0).shapes())  # one 128×128 layer
+    for m in ("lora", "roselora"):  # r · (d + k) trainable parameters, r chosen for the budget
+        r = int(runs.loc[m, "config"].split("r=")[1].split(",")[0])
+        assert runs.loc[m, "trainable parameters"] == r * io and abs(r * io - 1024) <= 0.05 * 1024
+        assert runs.loc[m, "steps"] == 6
+    loss = figures(at)[0]
+    assert [t["name"] for t in loss["data"]] == ["lora", "roselora"] 
+    x = loss["data"][0]["x"]  # plotly packs arrays as base64 int8 here: steps 1..6
+    assert (list(base64.b64decode(x["bdata"])) if isinstance(x, dict) else x) == [1, 2, 3, 4, 5, 6]
+
+    at.switch_page("views/inspect.py").run()  # the file on disk says the same
+    at.selectbox[0].set_value("lowrank · lora").run()
+    clean(at)
+    assert [m.value for m in at.metric] == ["lora", "rankscope", "1", f"{runs.loc['lora', 'trainable parameters']:,}"]
+    at.switch_page("views/schedule.py").run()  # the trained RoseLoRA's sparsity over training is overlaid
+    clean(at)
+    names = [t["name"] for t in figures(at)[0]["data"]]
+    assert "observed: lowrank · roselora" in names
+
+
+def test_train_page_errors_are_explained(app) -> None:
+    at = _train(app("views/train.py"), ["lora"], steps=3, budget=10)  # no rank gets near 10 parameters
+    assert "the nearest parameter count to the budget 10" in at.error[0].value.replace("\\", "")
+    at = _train(app("views/train.py"), ["lora"], steps=4, lr=1e9)  # the NaN guard stops the run
+    warning = at.warning[0].value.replace("\\", "")
+    assert "training stopped at step" in warning and "kept the last good state" in warning
+    labels = [s.label for s in at.session_state["sources"].values()]
+    assert "lowrank · lora (stopped)" in labels  # the last good state is kept, clearly marked
 
 
 def test_report_page_offers_three_downloads(app) -> None:
@@ -234,3 +282,15 @@ def test_hostile_layer_names_are_text(app, tmp_path) -> None:
     for fig in figures(at):
         text = json.dumps(fig)
         assert "<script>" not in text and "<img" not in text
+
+
+def test_default_active_samples_share_a_task() -> None:
+    from app.library import default_active
+
+    names = ["lora_digits-shift.safetensors", "lora_lowrank.safetensors", "mora_digits-shift.safetensors",
+             "mora_memorize.safetensors", "nola_digits-shift.safetensors", "nola_lowrank.safetensors",
+             "peft_lora_digits", "rosa_digits-shift.safetensors", "roselora_digits-shift.safetensors"]
+    assert default_active(names) == ["lora_digits-shift.safetensors", "mora_digits-shift.safetensors",
+                                      "nola_digits-shift.safetensors", "rosa_digits-shift.safetensors",
+                                      "roselora_digits-shift.safetensors"]
+    assert default_active(["a.safetensors", "b.safetensors"]) == ["a.safetensors", "b.safetensors"]

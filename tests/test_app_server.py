@@ -48,3 +48,6 @@ def test_app_serves_health_on_localhost() -> None:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+    time.sleep(0.5)
+    with pytest.raises(OSError):  # stopping `rankscope app` stopped the server (no orphan holding the port)
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)

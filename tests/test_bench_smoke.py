@@ -132,7 +132,7 @@ def test_run_reports_import_errors(monkeypatch, capfd) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in bench_run.BENCHMARKS if n != "train_step"])
+@pytest.mark.parametrize("name", [n for n in bench_run.BENCHMARKS if n not in ("train_step", "app_pages")])
 def test_other_benchmarks_small(name: str, tmp_path, monkeypatch) -> None:
     if importlib.util.find_spec(f"bench.{name}") is None:
         pytest.skip(f"bench/{name}.py is not there yet")
@@ -140,3 +140,20 @@ def test_other_benchmarks_small(name: str, tmp_path, monkeypatch) -> None:
     mod = importlib.import_module(f"bench.{name}")
     rc = mod.main(["--small"])
     assert rc in (0, None)
+
+
+@pytest.mark.slow
+def test_app_pages_small_renders_the_inspect_page(tmp_path, monkeypatch) -> None:
+    from bench import app_pages
+
+    monkeypatch.setenv("RANKSCOPE_SAMPLES", "")  # the benchmark points it at its folders; restored after
+    summary.take()
+    out = tmp_path / "ap.json"
+    assert app_pages.main(["--small", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    samples = sorted(p.name for p in (bench_run.REPO / "sample_checkpoints").glob("*.safetensors"))[:2]
+    assert sorted(res["samples"]) == samples
+    assert res["large"]["layers"] == 2 * 7  # 2 layers × 7 projections, every one in the Inspect table
+    assert all(v["first_s"] > 0 and v["warm_s"] > 0 for v in res["samples"].values())
+    rows = summary.take()
+    assert [r.target for r in rows] == ["< 2 s", "< 5 s", ""] and all(r.bench == "app_pages" for r in rows)

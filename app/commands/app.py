@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(args.samples, "the samples folder does not exist")
     print(f"RankScope workbench on http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=args.no_browser), cwd=REPO, env=env)
+    # A SIGTERM/SIGHUP to `rankscope app` must stop the server too (else it is orphaned, port held).
+    forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return subprocess.call(streamlit_command(args.host, args.port, args.samples, headless=args.no_browser), cwd=REPO, env=env)
-    except KeyboardInterrupt:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl+C reached the server too (same process group): let it finish
+        proc.wait()
         return 0
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()

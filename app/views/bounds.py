@@ -11,7 +11,8 @@ st.title("Sparsity bounds (RoseLoRA, Proposition 1)")
 st.markdown(
     "If every row i of A (r × k) has a fraction s(Aᵢ) of zeros and every column i of B (d × r) a fraction s(Bᵢ), "
     "then the product B·A has sparsity **at least** max{0, 1 − Σᵢ (1 − s(Aᵢ))(1 − s(Bᵢ))}. "
-    "Random supports usually do better: (1 − (1 − s)²)^r zeros are expected.")
+    "Random supports usually do better: a fraction (1 − (1 − s)²)^r of zeros is expected when every row and "
+    "column has sparsity s.")
 
 c = st.columns(3)
 r = c[0].slider("rank r", 1, 64, 8)
@@ -38,5 +39,9 @@ with guard("bounds"):
            for s in active_sources()]
     pts = pd.concat(pts, ignore_index=True) if pts else pd.DataFrame(columns=["source", "layer", "prop1_bound", "sparsity"])
     st.plotly_chart(charts.measured_bound_figure(pts), width="stretch")
-    if pts.empty:
+    if not pts.empty:
+        st.caption("One point per layer of each active RoseLoRA or RoSA checkpoint: the bound computed from its "
+                   "factors' row and column sparsities against the sparsity measured on ΔW. Points above the dotted "
+                   "line are sparser than the bound guarantees.")
+    else:
         st.caption("Activate a RoseLoRA or RoSA checkpoint in the sidebar to see its layers here.")

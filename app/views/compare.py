@@ -65,4 +65,5 @@ with guard("compare"):
     st.plotly_chart(charts.params_figure(summary), width="stretch")
     st.subheader("Comparison table")
     st.caption("One row per (checkpoint, layer).")
-    st.dataframe(table[["source", *[c for c in table.columns if c != "source"]]], hide_index=True, width="stretch")
+    shown_cols = ["source", *[c for c in table.columns if c != "source"]]
+    st.dataframe(table[shown_cols].dropna(axis=1, how="all"), hide_index=True, width="stretch")

@@ -50,7 +50,10 @@ with guard("compression"):
     curve = data.mora_rank_curve(k, d, tuple(x for x in (1, 2, 4, 8, 16, 32, 64, 128, 256) if x <= max(256, r)))
     st.plotly_chart(charts.mora_rank_figure(curve, title=f"Largest possible rank of ΔW at equal budget — {name} ({d}×{k})"),
                     width="stretch")
-    st.dataframe(curve.rename(columns={"r": "LoRA r", "lora_rank": "LoRA max rank", "mora_rank": "MoRA r̂ (max rank)"}),
-                 hide_index=True)
+    st.dataframe(curve.rename(columns={"r": "LoRA r", "lora_rank": "LoRA max rank", "mora_rhat": "MoRA r̂ (square side)",
+                                       "mora_rank": "MoRA max rank, rotation operator"}), hide_index=True)
+    st.caption("MoRA trains one r̂×r̂ matrix with the budget of LoRA's rank r. With the sharing or truncation "
+               "compression ΔW's rank is at most r̂; the rotation operator (RankScope's default) rotates each block "
+               "differently, so ΔW can reach full rank min(d, k).")
     st.caption("Full table")
     st.dataframe(table, hide_index=True, width="stretch")

@@ -25,8 +25,9 @@ with guard(label):
 
     table = data.rank_table(src.path)
     st.subheader("Per-layer table")
-    st.caption("Click a column header to sort. Ranks count directions of ΔW; norms are in the units of the weights.")
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
+    st.caption("Click a column header to sort. Ranks count directions of ΔW; norms are in the units of the weights. "
+               "Columns this checkpoint has no values for (e.g. ‖ΔW‖_F / ‖W0‖_F, which needs the base weights) are hidden.")
+    st.dataframe(table.dropna(axis=1, how="all"), hide_index=True, width="stretch", column_config={
         "layer": st.column_config.TextColumn("layer", help="module path in the base model"),
         "kind": st.column_config.TextColumn("structure", help="how ΔW is stored: low_rank, sparse, dense or a sum"),
         "out_features": st.column_config.NumberColumn("d (out)", help="output features: rows of ΔW"),
@@ -58,8 +59,11 @@ with guard(label):
     shape = (int(row["out_features"]), int(row["in_features"]))
     left, right = st.columns(2)
     left.plotly_chart(charts.heatmaps_figure([(f"{layer}  ({shape[0]}×{shape[1]})", data.layer_heatmap(src.path, layer))],
-                                             title="ΔW heatmap (downsampled: each cell shows its block's largest |x|)"),
+                                             title="ΔW heatmap (downsampled)"),
                       width="stretch")
     nnz = int(round((1 - float(row["sparsity"])) * shape[0] * shape[1]))
     right.plotly_chart(charts.spy_figure(data.layer_spy(src.path, layer), shape, total_nnz=nnz), width="stretch")
+    size = shape[0] * shape[1]
+    right.caption(f"{nnz:,} of {size:,} entries are nonzero ({nnz / size:.1%})"
+                  + (": ΔW is dense, so the dots fill the whole matrix." if nnz == size else "."))
     st.plotly_chart(charts.norms_figure(data.layer_norms(src.path, layer)), width="stretch")

@@ -22,9 +22,13 @@ with guard("schedule"):
     if t_init >= total:
         raise ValueError("t_init must be smaller than the total number of steps")
     curves = data.schedule_curves(int(total), float(final), int(t_init), int(t_final))
-    observed = [frames.observed_keep(data.trajectory(s.path), s.label) for s in active_sources()]
+    pruned = [s for s in active_sources() if data.source_summary(s.path)["method"] == "roselora"]
+    observed = [frames.observed_keep(data.trajectory(s.path), s.label) for s in pruned]
     observed = pd.concat(observed, ignore_index=True) if observed else None
     st.plotly_chart(charts.schedule_figure(curves, observed), width="stretch")
     if observed is None or observed.empty:
-        st.caption("Activate a checkpoint trained with RankScope (its file keeps the training trajectory) to "
-                   "overlay the observed fraction of nonzero entries.")
+        st.caption("Activate a RoseLoRA checkpoint trained with RankScope (its file keeps the training trajectory) "
+                   "to overlay the observed fraction of nonzero entries of ΔW.")
+    else:
+        st.caption("Circles: the fraction of nonzero entries of ΔW measured during training of the active RoseLoRA "
+                   "checkpoints (other methods do not prune on this schedule and are not shown).")
