@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -37,6 +38,24 @@ def streamlit_command(host: str, port: int, samples: str, headless: bool = True)
     ]
 
 
+def _open_when_healthy(host: str, port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Open the user's browser once the server answers its health check (no-op without a browser)."""
+    import time
+    import urllib.request
+    import webbrowser
+
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    webbrowser.open(url)
+                    return
+        except OSError:
+            time.sleep(0.5)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
 
@@ -46,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(args.samples, "the samples folder does not exist")
     print(f"RankScope workbench on http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=args.no_browser), cwd=REPO, env=env)
+    # Always headless: a non-headless Streamlit asks for an e-mail address on its first run and dies
+    # when no terminal answers (make run in a fresh environment). The browser is opened here instead.
+    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=True), cwd=REPO, env=env)
+    if not args.no_browser:
+        threading.Thread(target=_open_when_healthy, args=(args.host, args.port, proc), daemon=True).start()
     # A SIGTERM/SIGHUP to `rankscope app` must stop the server too (else it is orphaned, port held).
     forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
