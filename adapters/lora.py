@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .base import AdapterLinear
 from .delta import LayerDelta, LowRank
 from .registry import register
+from .validate import check_dropout, resolve_alpha
 
 __all__ = ["LoraConfig", "LoraLinear", "lora_scale"]
 
@@ -48,12 +49,8 @@ class LoraConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
             raise ValueError(f"LoRA rank r must be an integer >= 1, got {self.r!r}")
-        if self.alpha is None:
-            object.__setattr__(self, "alpha", float(self.r))
-        if not math.isfinite(float(self.alpha)):
-            raise ValueError(f"LoRA alpha must be finite, got {self.alpha!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        resolve_alpha(self, "LoRA")
+        check_dropout("LoRA", self.dropout)
 
     @property
     def scale(self) -> float:

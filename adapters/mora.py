@@ -36,6 +36,7 @@ from .base import AdapterLinear
 from .delta import LayerDelta, LowRank, SparsePart
 from .registry import register
 from .seeded import SEED_HIGH, SeedBuffers, draw_seeds, seeded_orthonormal
+from .validate import check_dropout
 
 __all__ = ["MoraConfig", "MoraLinear", "OPERATORS", "square_rank"]
 
@@ -75,8 +76,7 @@ class MoraConfig:
             raise ValueError(f"MoRA r must be an integer >= 1, got {self.r!r}")
         if self.operator not in OPERATORS:
             raise ValueError(f"MoRA operator must be one of {', '.join(OPERATORS)}, got {self.operator!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"MoRA dropout must be in [0, 1), got {self.dropout!r}")
+        check_dropout("MoRA", self.dropout)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not 0 <= self.seed < SEED_HIGH):
             raise ValueError(f"MoRA seed must be None or an integer in [0, 2**62), got {self.seed!r}")

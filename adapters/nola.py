@@ -40,6 +40,7 @@ from .base import AdapterLinear
 from .delta import LayerDelta, LowRank
 from .registry import register
 from .seeded import SEED_HIGH, SeedBuffers, draw_seeds, seeded_uniform
+from .validate import check_dropout, resolve_alpha
 
 __all__ = ["NolaConfig", "NolaLinear", "MODES"]
 
@@ -77,12 +78,8 @@ class NolaConfig:
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
                 raise ValueError(f"NOLA {name} must be an integer >= 1, got {v!r}")
-        if self.alpha is None:
-            object.__setattr__(self, "alpha", float(self.r))
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha):
-            raise ValueError(f"NOLA alpha must be a finite number, got {self.alpha!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"NOLA dropout must be in [0, 1), got {self.dropout!r}")
+        resolve_alpha(self, "NOLA")
+        check_dropout("NOLA", self.dropout)
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < SEED_HIGH):
             raise ValueError(f"NOLA seed must be None or an integer in [0, 2**62), got {self.seed!r}")
         if self.mode not in MODES:

@@ -42,6 +42,7 @@ from .lora import LoraLinear, lora_scale
 from .registry import register
 from .schedules import rosa_phase
 from .sparse_ops import SparsePlan, sparse_matmul, sparse_plan
+from .validate import check_dropout, resolve_alpha
 
 __all__ = ["RosaConfig", "RosaLinear", "rosa_nnz"]
 
@@ -90,14 +91,12 @@ class RosaConfig:
             raise ValueError(f"RoSA density must be in [0, 1], got {self.density!r}")
         if self.r == 0 and self.density == 0:
             raise ValueError("RoSA needs r > 0 or density > 0 (both are 0: nothing would train)")
-        if self.alpha is None:
-            object.__setattr__(self, "alpha", float(self.r))
+        resolve_alpha(self, "RoSA")
         if self.mask not in ("grad", "magnitude"):
             raise ValueError(f"RoSA mask must be 'grad' or 'magnitude', got {self.mask!r}")
         if self.grad_acc_mode not in ("mean_squared", "mean"):
             raise ValueError(f"RoSA grad_acc_mode must be 'mean_squared' or 'mean', got {self.grad_acc_mode!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"RoSA dropout must be in [0, 1), got {self.dropout!r}")
+        check_dropout("RoSA", self.dropout)
         for name in ("alpha", "sparse_lr_scale", "sparse_threshold"):
             v = float(getattr(self, name))
             if not math.isfinite(v) or v < 0 or (name == "sparse_lr_scale" and v == 0):

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from .lora import LoraLinear, lora_scale
 from .registry import register
 from .schedules import cubic_keep_fraction
+from .validate import check_dropout, resolve_alpha
 
 __all__ = ["RoseLoraConfig", "RoseLoraLinear", "prop1_bound", "n_pruned"]
 
@@ -40,10 +41,15 @@ def n_pruned(keep: float, n: int) -> int:
     return math.floor((1 - Fraction(repr(float(keep)))) * n)
 
 
-def prop1_bound(row_sparsity_a: Tensor, col_sparsity_b: Tensor) -> float:
-    """Proposition 1: s(B A) ≥ max{0, 1 − Σ_i (1 − s(A_i*)) (1 − s(B_*i))} for (r,) sparsities."""
-    density = ((1 - row_sparsity_a.double()) * (1 - col_sparsity_b.double())).sum()
-    return max(0.0, 1.0 - float(density))
+def prop1_bound(row_sparsity_a: Tensor | list[float], col_sparsity_b: Tensor | list[float]) -> float:
+    """Proposition 1: s(B A) ≥ max{0, 1 − Σ_i (1 − s(A_i*)) (1 − s(B_*i))} for (r,) sparsities.
+
+    The one implementation of the bound: ``analysis.sparsity`` re-exports it."""
+    sa = torch.as_tensor(row_sparsity_a, dtype=torch.float64)
+    sb = torch.as_tensor(col_sparsity_b, dtype=torch.float64)
+    if sa.shape != sb.shape:
+        raise ValueError(f"need one sparsity per rank component: A has {tuple(sa.shape)}, B has {tuple(sb.shape)}")
+    return max(0.0, 1.0 - float(((1 - sa) * (1 - sb)).sum()))
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,8 @@ class RoseLoraConfig:
         if not self.t_init <= self.t_final <= self.total_steps:
             raise ValueError("RoseLoRA needs t_init <= t_final <= total_steps, "
                              f"got {self.t_init}, {self.t_final}, {self.total_steps}")
-        if self.alpha is None:
-            object.__setattr__(self, "alpha", float(self.r))
-        if not math.isfinite(float(self.alpha)):
-            raise ValueError(f"RoseLoRA alpha must be finite, got {self.alpha!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"RoseLoRA dropout must be in [0, 1), got {self.dropout!r}")
+        resolve_alpha(self, "RoseLoRA")
+        check_dropout("RoseLoRA", self.dropout)
         if not 0.0 < self.keep <= 1.0:
             raise ValueError(f"RoseLoRA keep (the final keep fraction) must be in (0, 1], got {self.keep!r}")
         if not 0.0 <= self.beta < 1.0:

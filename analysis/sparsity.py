@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from adapters.delta import DeltaSet, LayerDelta
+from adapters.roselora import prop1_bound  # the one implementation of Proposition 1
 
 from .blocks import BLOCK_ENTRIES, coalesced_sparse, stacked_low_rank, support_row_blocks
 from .spectrum import EXACT_MAX_ENTRIES
@@ -73,15 +74,6 @@ def delta_sparsity(delta: LayerDelta) -> float:
     """Structural sparsity of ΔW: 1 − support/(m·n). Exact zeros of ΔW, except values that cancel by chance."""
     m, n = delta.shape
     return 1.0 - delta_structural_nnz(delta) / (m * n) if m * n else 0.0
-
-
-def prop1_bound(row_sparsity_A: Tensor | list[float], col_sparsity_B: Tensor | list[float]) -> float:
-    """RoseLoRA's Proposition 1 lower bound on s(BA): max{0, 1 − Σ_i (1 − s(A_i*))(1 − s(B_*i))}."""
-    sa = torch.as_tensor(row_sparsity_A, dtype=torch.float64)
-    sb = torch.as_tensor(col_sparsity_B, dtype=torch.float64)
-    if sa.shape != sb.shape:
-        raise ValueError(f"need one sparsity per rank component: A has {tuple(sa.shape)}, B has {tuple(sb.shape)}")
-    return max(0.0, 1.0 - float(((1 - sa) * (1 - sb)).sum()))
 
 
 def factor_prop1_bound(B: Tensor, A: Tensor) -> float:

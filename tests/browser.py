@@ -55,11 +55,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_app(samples: Path, timeout: float = 120) -> Iterator[str]:
-    """``python -m app.cli app --port P --no-browser`` on ``samples``; yields its URL."""
+def served_app(samples: Path, timeout: float = 120, no_browser: bool = True,
+               env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m app.cli app --port P [--no-browser]`` on ``samples`` with no terminal on stdin
+    (as under ``make run`` in CI); yields its URL and stops the server afterwards."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--port", str(port), "--no-browser",
-                             "--samples", str(samples)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    argv = [sys.executable, "-m", "app.cli", "app", "--port", str(port), "--samples", str(samples)]
+    proc = subprocess.Popen(argv + (["--no-browser"] if no_browser else []), cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout

@@ -33,27 +33,8 @@ def test_make_run_style_start_needs_no_terminal(tmp_path) -> None:
     """`make run` starts `rankscope app` without --no-browser; on a fresh machine (no ~/.streamlit)
     with no terminal on stdin it must still serve, not stop at Streamlit's first-run e-mail prompt."""
     import os
-    import subprocess
-    import sys
 
-    from tests.browser import free_port
-
-    port = free_port()
     env = dict(os.environ, HOME=str(tmp_path), BROWSER="true")  # fresh home; a browser that does nothing
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--port", str(port)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline, body = time.time() + 90, None
-        while time.time() < deadline and body is None and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    body = r.read().decode()
-            except OSError:
-                time.sleep(0.5)
-        assert body == "ok", proc.stdout.read().decode(errors="replace") if proc.poll() is not None else "no answer"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with served_app(SAMPLES, timeout=90, no_browser=False, env=env) as url:
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=5) as r:
+            assert r.read().decode() == "ok"

@@ -54,7 +54,7 @@ def load(path: str | os.PathLike, base: Any = None, *, adapter: str | None = Non
     if s.kind == "rankscope":
         return load_native(s.path)
     if s.kind == "peft":
-        from .peft_folder import load_peft, load_peft_weights
+        from .peft_folder import load_peft
 
         if s.tensors is None:
             return load_peft(s.path, bw, adapter, check=check)

@@ -14,7 +14,6 @@ kohya name is kept as the layer name.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 

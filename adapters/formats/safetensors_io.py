@@ -9,9 +9,7 @@ dtype, offsets outside the data) raises ``CheckpointError(path, reason)`` before
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path

@@ -190,7 +190,6 @@ def train(
         snapshot_steps: steps (1-based counts of finished steps, 0 = before training) whose ΔW is kept.
         checkpoint, checkpoint_every: write the last good state to this file every N steps and at the end.
     """
-    import pandas as pd
 
     dev = resolve_device(device)
     if method not in METHODS:
