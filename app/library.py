@@ -14,7 +14,8 @@ from pathlib import Path
 import streamlit as st
 
 from . import data
-from .errors import UserError
+from .access import check_allowed, current_policy
+from .leftovers import session_prefix, sweep_stale_sessions
 from .sources import Source, sample_sources, save_upload, unique_label
 from .ui import USER_ERRORS, error_text, md
 
@@ -37,15 +38,21 @@ def default_active(labels: list[str]) -> list[str]:
 
 
 def upload_limit_mb() -> int:
-    """``server.maxUploadSize`` (MB per file) as set in .streamlit/config.toml."""
+    """``server.maxUploadSize`` (MB per file): ``rankscope app --max-upload-mb``, else .streamlit/config.toml."""
     return int(st.get_option("server.maxUploadSize"))
+
+
+@st.cache_resource(show_spinner=False)
+def _sweep_once() -> int:
+    """At this server's start (first session), remove session folders of servers that were killed."""
+    return len(sweep_stale_sessions())
 
 
 def session_dir() -> Path:
     """This session's private temporary folder (created on first use)."""
     tmp = st.session_state.get("_tmpdir")
     if tmp is None or not os.path.isdir(tmp.name):
-        tmp = tempfile.TemporaryDirectory(prefix="rankscope-session-")
+        tmp = tempfile.TemporaryDirectory(prefix=session_prefix())
         st.session_state["_tmpdir"] = tmp
     return Path(tmp.name)
 
@@ -91,7 +98,7 @@ def _handle_uploads(files) -> None:
     st.session_state["_done_batches"].add(batch)
     msgs = []
     try:
-        paths = save_upload([(f.name, f.getvalue()) for f in files], session_dir() / "uploads",
+        paths = save_upload([(f.name, f) for f in files], session_dir() / "uploads",
                             max_total_bytes=4 * upload_limit_mb() * 2**20)
         for p in paths:
             msgs.append(("success", f"Added {add_source(p, 'upload').label}"))
@@ -104,11 +111,8 @@ def _handle_uploads(files) -> None:
 
 
 def _handle_path(path: str) -> None:
-    p = Path(path).expanduser()
     try:
-        if not p.exists():
-            raise UserError(path, "no such file or folder")
-        src = add_source(p.resolve(), "path")
+        src = add_source(check_allowed(path), "path")  # resolved; refused outside --allow-dir
         st.session_state["_library_msgs"] = [("success", f"Added {src.label}")]
     except USER_ERRORS as e:
         st.session_state["_library_msgs"] = [("error", f"Could not add the path — {error_text(e)}")]
@@ -116,23 +120,29 @@ def _handle_path(path: str) -> None:
 
 def render_library(samples: Path) -> None:
     """Draw the sidebar library and keep ``st.session_state['active']`` up to date."""
+    _sweep_once()
     _init(samples)
     sb = st.sidebar
     sb.header("Source library")
     for kind, msg in st.session_state.pop("_library_msgs", []):
         (sb.success if kind == "success" else sb.error)(md(msg))
     limit = upload_limit_mb()
+    policy = current_policy()
     files = sb.file_uploader(
         f"Upload a checkpoint (up to {limit} MB per file)", accept_multiple_files=True,
         key=f"uploader_{st.session_state.get('_uploader_n', 0)}",
         help="A single .safetensors file; a PEFT folder as its files (adapter_config.json and "
              "adapter_model.safetensors, selected together); or a .zip of a folder. "
-             f"The limit of {limit} MB per file is server.maxUploadSize in .streamlit/config.toml. "
-             "Larger files: use a local path below.",
+             f"The limit of {limit} MB per file is set by `rankscope app --max-upload-mb N`.",
     )
+    sb.caption(f"Larger than {limit} MB? Restart the workbench with `rankscope app --max-upload-mb N`"
+               + (", or add a local path below." if policy.paths_enabled else "."))
     _handle_uploads(files or [])
-    path = sb.text_input("…or a local file or folder path", placeholder="/path/to/adapter", key="_path_input")
-    if sb.button("Add path") and path.strip():
+    path = sb.text_input("…or a local file or folder path", placeholder="/path/to/adapter", key="_path_input",
+                         disabled=not policy.paths_enabled)
+    if policy.exposed or policy.allow_dirs:
+        sb.caption(md(policy.describe()))
+    if sb.button("Add path", disabled=not policy.paths_enabled) and path.strip():
         _handle_path(path.strip())
         st.rerun()
     _apply_pending()

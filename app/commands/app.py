@@ -23,16 +23,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     p.add_argument("--samples", default=str(SAMPLES), help="folder of checkpoints loaded at start (default: the bundled samples)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="a folder the local-path box may read (repeatable); with a non-loopback --host the "
+                        "path box is off unless at least one is given (see docs/deployment.md)")
+    p.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB, metavar="N",
+                   help=f"largest upload per file, in MB (default {MAX_UPLOAD_MB})")
 
 
-def streamlit_command(host: str, port: int, samples: str, headless: bool = True) -> list[str]:
+def streamlit_command(host: str, port: int, samples: str, headless: bool = True,
+                      max_upload_mb: int = MAX_UPLOAD_MB) -> list[str]:
     """The argv that serves the workbench; the server settings are explicit, not left to defaults."""
     return [
         sys.executable, "-m", "streamlit", "run", str(MAIN),
         "--server.address", host, "--server.port", str(port),
         "--server.headless", "true" if headless else "false",
         "--server.enableXsrfProtection", "true",
-        "--server.maxUploadSize", str(MAX_UPLOAD_MB),
+        "--server.maxUploadSize", str(max_upload_mb),
         "--browser.gatherUsageStats", "false",
         "--", "--samples", samples,
     ]
@@ -56,18 +62,51 @@ def _open_when_healthy(host: str, port: int, proc: subprocess.Popen, timeout: fl
             time.sleep(0.5)
 
 
+def path_policy(args: argparse.Namespace):
+    """The ``PathPolicy`` these arguments give (``--host``, ``--allow-dir``); also exported to the
+    environment (``RANKSCOPE_HOST``, ``RANKSCOPE_ALLOW_DIRS``) so ``check_allowed(path)`` anywhere in
+    this process and in the server obeys it."""
+    from ..access import ENV_ALLOW, ENV_HOST, PathPolicy, resolve_dirs
+
+    policy = PathPolicy((args.host,), resolve_dirs(getattr(args, "allow_dir", None) or []))
+    os.environ[ENV_HOST] = args.host
+    os.environ[ENV_ALLOW] = os.pathsep.join(str(d) for d in policy.allow_dirs)
+    return policy
+
+
+def banner(host: str, port: int, policy, max_upload_mb: int) -> str:
+    """What the startup banner says is exposed, and to whom."""
+    if policy.exposed:
+        who = (f"reachable from other machines on {host or 'every interface'}: no login, anyone who reaches "
+               "it can upload checkpoints and see this server's samples (put it behind an authenticating "
+               "proxy, docs/deployment.md)")
+    else:
+        who = "this machine only"
+    return "\n".join([
+        f"RankScope workbench on http://{host}:{port}  (Ctrl+C to stop)",
+        f"  access: {who}",
+        f"  {policy.describe()}",
+        f"  uploads: on, up to {max_upload_mb} MB per file (--max-upload-mb); XSRF protection on",
+    ])
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
 
+    policy = path_policy(args)  # first: every later path check in this process obeys it
     if not (1 <= args.port <= 65535):
         raise UserError(args.port, "port must be between 1 and 65535")
+    max_mb = getattr(args, "max_upload_mb", MAX_UPLOAD_MB)
+    if not (1 <= max_mb <= 1_000_000):
+        raise UserError("--max-upload-mb", f"must be a number of megabytes between 1 and 1000000, got {max_mb}")
     if not Path(args.samples).is_dir():
         raise UserError(args.samples, "the samples folder does not exist")
-    print(f"RankScope workbench on http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
+    print(banner(args.host, args.port, policy, max_mb), flush=True)
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     # Always headless: a non-headless Streamlit asks for an e-mail address on its first run and dies
     # when no terminal answers (make run in a fresh environment). The browser is opened here instead.
-    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=True), cwd=REPO, env=env)
+    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=True, max_upload_mb=max_mb),
+                            cwd=REPO, env=env)
     if not args.no_browser:
         threading.Thread(target=_open_when_healthy, args=(args.host, args.port, proc), daemon=True).start()
     # A SIGTERM/SIGHUP to `rankscope app` must stop the server too (else it is orphaned, port held).
