@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
 import json
 import math
 import os
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from adapters.formats.csvsafe import csv_text
 
 from . import charts, frames
 
@@ -190,9 +191,8 @@ def report_csv(rep: Report) -> str:
     """One row per (source, layer) with the inspect columns (``CSV_COLUMNS``)."""
     frames_ = [_table_from_inspect(o).assign(source=o["label"]) for o in rep.sources]
     df = pd.concat(frames_, ignore_index=True)[CSV_COLUMNS]
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue()
+    return csv_text(df)  # text cells that a spreadsheet would run as formulas get a leading '
+
 
 
 def safe_json_for_html(obj: Any) -> str:

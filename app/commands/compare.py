@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import adapters
-    from adapters.formats.atomic import atomic_write_bytes
+    from adapters.formats.csvsafe import write_csv
     from adapters.formats.native import save_native
 
     from ..errors import UserError
@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{method:9s} {res.n_params:8d} params  {format_metrics(res.metrics)}  {res.wall_s:.1f} s{note}", flush=True)
         if res.stopped:
             print(f"warning: {method}: {res.stopped}", file=sys.stderr)
-    atomic_write_bytes(out / "metrics.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+    write_csv(pd.DataFrame(rows), out / "metrics.csv")  # spreadsheet-safe (no formula cells)
     traj = pd.concat(trajs, ignore_index=True)
     traj = traj[["method", *[c for c in traj.columns if c != "method"]]]
-    atomic_write_bytes(out / "trajectory.csv", traj.to_csv(index=False).encode())
+    write_csv(traj, out / "trajectory.csv")
     print(f"wrote {len(methods)} checkpoints, metrics.csv and trajectory.csv to {out}")
     return 0
