@@ -82,7 +82,9 @@ def banner(host: str, port: int, policy, max_upload_mb: int) -> str:
                "proxy, docs/deployment.md)")
     else:
         who = "this machine only"
-    return "\n".join([
+    from ..errors import clean_terminal
+
+    return "\n".join(clean_terminal(line) for line in [
         f"RankScope workbench on http://{host}:{port}  (Ctrl+C to stop)",
         f"  access: {who}",
         f"  {policy.describe()}",

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(args.path, str(e)) from None
     for name in sorted(set(ds.names) - {r.layer for r in rows}):
         print(f"warning: {clean_terminal(name)}: NaN or Inf values, left out of the export")
-    width = min(60, max(len(r.layer) for r in rows))
+    width = min(60, max(len(clean_terminal(r.layer)) for r in rows))
     print(f"{'layer':<{width}}  {'rank':>5}  {'energy kept':>11}  {'rel. Frobenius error':>20}")
     for r in rows:
         print(f"{clean_terminal(r.layer)[:width]:<{width}}  {r.rank:>5}  {r.retained_energy:>11.6f}  {r.rel_fro_error:>20.3e}")

@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_bytes(args.json, report_json(rep).encode("utf-8"))
         written.append(args.json)
+    from ..errors import clean_terminal
+
     for w in written:
-        print(f"wrote {w}")
+        print(f"wrote {clean_terminal(w)}")
     return 0
