@@ -4,7 +4,8 @@ A write killed half-way leaves the previous file intact; a full disk raises ``OS
 target named, and the temporary file is removed. A write killed outright (SIGKILL, power loss) can
 leave its hidden ``.<name>.XXXXXXXX.tmp`` behind: the next write to the same target removes such
 leftovers (``remove_stale_temps``): only files matching that exact pattern for that target, owned by
-this user, and last modified before this process started, so a live writer's file is left alone.
+this user, and last modified before this process started (or over an hour ago), so a live writer's
+file is left alone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from safetensors.torch import save_file
 __all__ = ["atomic_write", "atomic_write_bytes", "save_safetensors", "remove_stale_temps", "temp_pattern"]
 
 STARTED = time.time()  # this process's start (module import): temp files older than this are not ours to wait for
+STALE_AFTER_S = 3600.0  # a temp file untouched this long is stale even for a long-running writer (a server)
 _RAND = "[a-z0-9_]{8}"  # tempfile.mkstemp's random part
 
 
@@ -34,10 +36,11 @@ def remove_stale_temps(path: str | os.PathLike, before: float | None = None) -> 
     """Remove leftover temporary files of earlier, killed writes to ``path``; returns those removed.
 
     Only regular files (not links) beside ``path`` named exactly ``.<name>.XXXXXXXX.tmp``, owned by
-    this user and last modified before ``before`` (default: this process's start) are removed.
+    this user and last modified before ``before`` (default: this process's start, or ``STALE_AFTER_S``
+    ago if that is later) are removed.
     """
     target = Path(path)
-    before = STARTED if before is None else before
+    before = max(STARTED, time.time() - STALE_AFTER_S) if before is None else before
     pat = temp_pattern(target.name)
     removed: list[Path] = []
     try:
