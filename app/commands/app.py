@@ -34,7 +34,7 @@ def streamlit_command(host: str, port: int, samples: str, headless: bool = True,
                       max_upload_mb: int = MAX_UPLOAD_MB) -> list[str]:
     """The argv that serves the workbench; the server settings are explicit, not left to defaults."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        sys.executable, "-m", "app.serve", "run", str(MAIN),  # streamlit without its public-IP lookup
         "--server.address", host, "--server.port", str(port),
         "--server.headless", "true" if headless else "false",
         "--server.enableXsrfProtection", "true",
