@@ -23,11 +23,13 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["PathPolicy", "check_allowed", "is_loopback", "current_policy", "ENV_HOST", "ENV_ALLOW", "MAX_WALK"]
+__all__ = ["PathPolicy", "check_allowed", "is_loopback", "current_policy", "forwarded", "ENV_HOST", "ENV_ALLOW",
+           "MAX_WALK", "PROXY_HEADERS"]
 
 ENV_HOST = "RANKSCOPE_HOST"
 ENV_ALLOW = "RANKSCOPE_ALLOW_DIRS"
 MAX_WALK = 10_000  # entries checked inside a folder source before giving up
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-Ip", "X-Forwarded-Host")  # set by reverse proxies
 
 
 def is_loopback(host: str | None) -> bool:
@@ -62,6 +64,10 @@ class PathPolicy:
     @property
     def paths_enabled(self) -> bool:
         return bool(self.allow_dirs) or not self.exposed
+
+    def via_proxy(self) -> PathPolicy:
+        """This policy for a request that came through a reverse proxy: exposed, whatever the bind address."""
+        return PathPolicy(self.hosts + ("(reverse proxy)",), self.allow_dirs)
 
     def describe(self) -> str:
         """One line for the banner and the sidebar: what a visitor can read through the path box."""
@@ -102,6 +108,14 @@ def current_policy(env: Mapping[str, str] | None = None, server_address: str | N
     raw = env.get(ENV_ALLOW, "")
     dirs = tuple(Path(os.path.realpath(d)) for d in raw.split(os.pathsep) if d)
     return PathPolicy(tuple(hosts), dirs)
+
+
+def forwarded(headers: Mapping[str, str]) -> bool:
+    """Whether a request's headers say it came through a reverse proxy (a loopback server is then exposed)."""
+    try:
+        return any(headers.get(h) for h in PROXY_HEADERS)
+    except Exception:  # noqa: BLE001 - no request headers (tests, bare scripts): not proxied
+        return False
 
 
 def _inside(p: Path, dirs: Sequence[Path]) -> bool:

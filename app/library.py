@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from . import data
-from .access import check_allowed, current_policy
+from .access import PathPolicy, check_allowed, current_policy, forwarded
 from .leftovers import session_prefix, sweep_stale_sessions
 from .sources import Source, sample_sources, save_upload, unique_label
 from .ui import USER_ERRORS, error_text, md
@@ -40,6 +40,17 @@ def default_active(labels: list[str]) -> list[str]:
 def upload_limit_mb() -> int:
     """``server.maxUploadSize`` (MB per file): ``rankscope app --max-upload-mb``, else .streamlit/config.toml."""
     return int(st.get_option("server.maxUploadSize"))
+
+
+def path_policy() -> PathPolicy:
+    """The path rule for this request: the server's (``app.access``), stricter when it came through a
+    reverse proxy (then the server is exposed even when bound to 127.0.0.1)."""
+    policy = current_policy()
+    try:
+        headers = st.context.headers
+    except Exception:  # noqa: BLE001 - no request context
+        return policy
+    return policy.via_proxy() if forwarded(headers) else policy
 
 
 @st.cache_resource(show_spinner=False)
@@ -112,7 +123,7 @@ def _handle_uploads(files) -> None:
 
 def _handle_path(path: str) -> None:
     try:
-        src = add_source(check_allowed(path), "path")  # resolved; refused outside --allow-dir
+        src = add_source(check_allowed(path, path_policy()), "path")  # resolved; refused outside --allow-dir
         st.session_state["_library_msgs"] = [("success", f"Added {src.label}")]
     except USER_ERRORS as e:
         st.session_state["_library_msgs"] = [("error", f"Could not add the path — {error_text(e)}")]
@@ -127,7 +138,7 @@ def render_library(samples: Path) -> None:
     for kind, msg in st.session_state.pop("_library_msgs", []):
         (sb.success if kind == "success" else sb.error)(md(msg))
     limit = upload_limit_mb()
-    policy = current_policy()
+    policy = path_policy()
     files = sb.file_uploader(
         f"Upload a checkpoint (up to {limit} MB per file)", accept_multiple_files=True,
         key=f"uploader_{st.session_state.get('_uploader_n', 0)}",

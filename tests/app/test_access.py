@@ -126,3 +126,16 @@ def test_bad_allow_dir_and_upload_limit_are_one_line_errors(tmp_path, capsys, mo
     assert err.startswith("error: ") and "missing\\nx" in err and "--allow-dir must name an existing folder" in err
     assert main(["app", "--max-upload-mb", "0", "--no-browser"]) == 2
     assert "--max-upload-mb" in capsys.readouterr().err
+
+
+def test_a_request_through_a_reverse_proxy_counts_as_exposed(tree) -> None:
+    from app.access import forwarded
+
+    assert forwarded({"X-Forwarded-For": "203.0.113.7"}) and forwarded({"Forwarded": "for=203.0.113.7"})
+    assert not forwarded({"Host": "127.0.0.1:8501"}) and not forwarded({})
+    local = PathPolicy(("127.0.0.1",))
+    assert not local.exposed and local.via_proxy().exposed and not local.via_proxy().paths_enabled
+    with pytest.raises(UserError, match="local paths are off"):
+        check_allowed(tree["allowed"] / "a.safetensors", local.via_proxy())
+    allowed = PathPolicy(("127.0.0.1",), resolve_dirs([tree["allowed"]])).via_proxy()
+    assert check_allowed(tree["allowed"] / "a.safetensors", allowed).name == "a.safetensors"

@@ -129,3 +129,20 @@ def test_exposed_server_refuses_uploads_from_another_origin(tmp_path: Path) -> N
             } catch (e) { return "blocked: " + e; }
         }""", url + "/_stcore/upload_file/some-session/some-file")
         assert result.startswith("blocked") or result == "status 403", result
+
+
+def test_a_loopback_server_seen_through_a_proxy_turns_the_path_box_off(tmp_path: Path) -> None:
+    """Behind nginx/Caddy the server is bound to 127.0.0.1 but serves other machines: requests that
+    carry the proxy's X-Forwarded-For get the exposed rule."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    roselora_file(samples / "s.safetensors")
+    with served_app(samples) as url, browser() as b:
+        proxied = b.new_context(extra_http_headers={"X-Forwarded-For": "203.0.113.7"}).new_page()
+        proxied.goto(url)
+        text = _sidebar_text(proxied, "local paths: off")
+        assert "--allow-dir" in text and proxied.get_by_placeholder("/path/to/adapter").is_disabled()
+        direct = b.new_page()
+        direct.goto(url)
+        direct.locator(SIDEBAR).get_by_text("s.safetensors").first.wait_for(timeout=60_000)
+        assert direct.get_by_placeholder("/path/to/adapter").is_enabled()
