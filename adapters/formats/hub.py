@@ -272,7 +272,18 @@ def _hub_error(spec: RepoSpec, e: BaseException, what: str = "") -> CheckpointEr
     return _not_cached(spec, f"and the Hub at {endpoint()} could not be reached within {timeout_s():g} s ({first})", what)
 
 
+def _hf() -> Any:
+    """``huggingface_hub``, told to send no telemetry (its user-agent probe fetches ``/api/agent-harnesses``)."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    constants.HF_HUB_DISABLE_TELEMETRY = True  # read at call time by build_hf_headers: no extra request
+    return huggingface_hub
+
+
 def _session_get(url: str, params: dict[str, Any] | None = None) -> Any:
+    _hf()
     from huggingface_hub import get_session
     from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
@@ -300,8 +311,7 @@ def list_remote(spec: RepoSpec) -> list[str]:
 
 
 def _download(spec: RepoSpec, filename: str) -> Path:
-    from huggingface_hub import hf_hub_download
-
+    hf_hub_download = _hf().hf_hub_download
     return Path(hf_hub_download(spec.repo_id, filename, revision=spec.revision, cache_dir=str(hub_cache()),
                                 endpoint=endpoint(), etag_timeout=timeout_s()))
 

@@ -78,7 +78,7 @@ def put_repo(cache: Path, repo_id: str, files: dict[str, Path], commit: str, ref
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
     for ref in refs:
-        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
         (root / "refs" / ref).write_text(commit)
     return snap
 
