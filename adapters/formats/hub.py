@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -311,7 +312,9 @@ def list_remote(spec: RepoSpec) -> list[str]:
 
 
 def _download(spec: RepoSpec, filename: str) -> Path:
+    """One file into the cache through ``hf_hub_download`` (its progress bar shows on a terminal)."""
     hf_hub_download = _hf().hf_hub_download
+    print(f"downloading {spec.repo_id}@{spec.revision or 'main'}: {filename}", file=sys.stderr, flush=True)
     return Path(hf_hub_download(spec.repo_id, filename, revision=spec.revision, cache_dir=str(hub_cache()),
                                 endpoint=endpoint(), etag_timeout=timeout_s()))
 

@@ -62,6 +62,7 @@ def test_downloads_only_the_adapter_and_its_shards(repos, hub, capsys, monkeypat
     assert listings == [f"/api/models/{MULTI}/tree/main", f"/api/models/{BASE_ID}/tree/main"]  # nothing else
     assert all("/resolve/" in p or p.startswith("/api/models/") for _, p in hub.log)
     assert {a for a in hub.auth} == {f"Bearer {MARKER}"}  # the token is used, and only sent to the Hub
+    assert f"downloading {MULTI}@main: other/adapter_model.safetensors" in err  # progress on stderr
     for name, dw in repos["expected"].items():
         lay = next(r for r in obj["layers"] if r["layer"] == name)
         assert lay["fro_norm"] == pytest.approx(float(dw.norm()), rel=1e-5)
