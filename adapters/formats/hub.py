@@ -328,8 +328,23 @@ def _online(spec: RepoSpec, work: Callable[[], Any], what: str = "") -> Any:
         raise _hub_error(spec, e, what) from None
 
 
+_LISTED: dict[tuple[str, str, str], list[str]] = {}  # (endpoint, repo, revision) -> files listed in this process
+
+
+def _listing(spec: RepoSpec, what: str = "") -> list[str]:
+    """The repo's files at ``spec.revision``: listed once per process (one bounded request, no retries)."""
+    key = (endpoint(), spec.repo_id, spec.revision or "main")
+    if key not in _LISTED:
+        _LISTED[key] = _online(spec, lambda: list_remote(spec), what)
+    return _LISTED[key]
+
+
 def fetch_file(spec: RepoSpec, filename: str) -> Path:
-    """One file of the repo, from the cache or (online) downloaded into it; pickles refused."""
+    """One file of the repo, from the cache or (online) downloaded into it; pickles refused.
+
+    Before ``hf_hub_download`` runs, the repo's listing (one bounded request) shows the Hub is reachable
+    and holds the file, so an unreachable Hub fails fast instead of in huggingface_hub's retry loop.
+    """
     if filename.lower().endswith(PICKLE_SUFFIXES):
         raise _refuse_pickle(spec, filename)
     commit = cached_commit(spec)
@@ -339,6 +354,8 @@ def fetch_file(spec: RepoSpec, filename: str) -> Path:
             return p
     if offline():
         raise _not_cached(spec, "and HF_HUB_OFFLINE is set", filename)
+    if filename not in _listing(spec, filename):
+        raise CheckpointError(str(spec), f"the repo has no file {filename!r}")
     return _online(spec, lambda: _download(spec, filename), filename)
 
 
@@ -366,11 +383,13 @@ def resolve(spec: str | os.PathLike | RepoSpec, select: Callable[[RepoSpec, list
         cache_problem = ""
     if offline():
         raise _not_cached(rs, "and HF_HUB_OFFLINE is set" + (f" (cached part: {cache_problem})" if cache_problem else ""))
-    need = select(rs, _online(rs, lambda: list_remote(rs)))
+    files = _listing(rs)
+    need = select(rs, files)
     paths = [_online(rs, lambda f=f: _download(rs, f), f) for f in need]
     root = paths[0]
     for _ in need[0].split("/"):
         root = root.parent
+    _LISTED.setdefault((endpoint(), rs.repo_id, root.name), files)  # the commit just downloaded: same files
     return Resolved(root / rs.subfolder if rs.subfolder else root, rs, root.name, tuple(need))
 
 

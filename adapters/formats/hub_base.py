@@ -46,7 +46,10 @@ class _LazyShard(TensorFile):
 
     def _open(self) -> SafetensorsFile:
         if self._file is None:
-            self._file = SafetensorsFile(self._fetch())
+            try:
+                self._file = SafetensorsFile(self._fetch())
+            except CheckpointError as e:
+                raise CheckpointError(e.path, f"base model shard: {e.reason}") from None
             self.path = self._file.path
         return self._file
 

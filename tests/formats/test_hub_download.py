@@ -102,3 +102,21 @@ def test_unreachable_hub_is_a_bounded_clear_error(hub, capsys, monkeypatch) -> N
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2")
     rc, _, err = inspect(capsys, MULTI)
     assert rc == 2 and "is not in the cache" in err and "could not be reached within 2 s" in err
+
+
+def test_a_missing_shard_with_the_hub_unreachable_fails_fast(repos, hub, capsys, monkeypatch, tmp_path) -> None:
+    """The index and one needed shard are cached, the other is not, and nobody listens at HF_ENDPOINT."""
+    from tests.formats.hub_fixtures import put_repo
+
+    shards = sorted({repos["weight_map"][n + ".weight"] for n in repos["expected"]})
+    base = files_of(repos["base"])
+    cache = tmp_path / "hub"
+    put_repo(cache, BASE_ID, {k: base[k] for k in ["model.safetensors.index.json", shards[0]]}, "a" * 40)
+    put_repo(cache, "org/ad", files_of(repos["adapter"]), "b" * 40)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    rc, _, err = inspect(capsys, "org/ad")
+    assert rc == 2 and "base model shard" in err
+    assert f"{shards[1]} of the Hugging Face repo 'org/base'" in err and "could not be reached within 10 s" in err
