@@ -5,13 +5,10 @@ calls it, so every command gets it): a local path that exists is returned unchan
 wins over a repo id of the same spelling); a repo id becomes a folder (or file) of the local Hugging Face
 cache, the ``models--org--name/snapshots/<commit>/...`` layout that ``huggingface_hub`` writes.
 
-Offline first: a revision whose files are in the cache is used without any network request. Otherwise,
-unless ``HF_HUB_OFFLINE=1``, the repo's file list is read with ONE bounded request (``HF_HUB_ETAG_TIMEOUT``
-seconds, default 10, no retries) and only the files the checkpoint needs are downloaded through
-``hf_hub_download`` (``adapter_config.json`` + ``adapter_model.safetensors``, or one ``.safetensors``
-file), never the rest of the repo. Pickle files (``.bin``, ``.pt``, ``.pth``, ``.ckpt``) are refused.
-Tokens (``HF_TOKEN``, ``hf auth login``) are passed by ``huggingface_hub`` and never printed: every
-message is scrubbed of them.
+Offline first: a revision whose files are in the cache is used without any request. Otherwise, unless
+``HF_HUB_OFFLINE=1``, the file list is read with ONE bounded request (``HF_HUB_ETAG_TIMEOUT`` s, default
+10, no retries) and only the files the checkpoint needs are downloaded (``hf_hub_download``): never the
+rest of the repo, never a pickle. Tokens are passed by ``huggingface_hub``; messages are scrubbed of them.
 """
 
 from __future__ import annotations
@@ -20,19 +17,18 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote
 
 from ..delta import CheckpointError
+from .hub_select import adapter_files, refuse_pickle
 from .safetensors_io import PICKLE_SUFFIXES
 
 __all__ = ["RepoSpec", "Resolved", "parse_repo_id", "is_repo_id", "resolve", "resolve_source", "fetch_file",
            "hub_cache", "offline", "timeout_s", "scrub", "adapter_files"]
 
-CONFIG = "adapter_config.json"
-WEIGHTS = "adapter_model.safetensors"
 DEFAULT_TIMEOUT_S = 10.0
 _FILE_SUFFIXES = (".safetensors", ".json", ".zip") + PICKLE_SUFFIXES
 _PART = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_-])?$")
@@ -196,54 +192,6 @@ def _files_under(root: Path) -> list[str]:
     return out
 
 
-# -- which files a checkpoint needs --------------------------------------------------------------------
-
-def _refuse_pickle(spec: RepoSpec, name: str) -> CheckpointError:
-    return CheckpointError(str(spec), f"{name} is a pickle file: RankScope never reads pickles from a repo "
-                                      "(ask for adapter_model.safetensors / model.safetensors)")
-
-
-def adapter_files(spec: RepoSpec, files: list[str]) -> list[str]:
-    """The repo files (of ``files``, paths in the repo) the checkpoint at ``spec.subfolder`` needs.
-
-    A file: itself. A folder with ``adapter_config.json``: it and ``adapter_model.safetensors``. A folder
-    with one adapter sub-folder: that one. A folder with one ``.safetensors`` file: that file. Several
-    adapters or files: an error listing them (name one as ``org/name/<sub>``).
-    """
-    sub = spec.subfolder
-    if sub and sub in files:
-        if sub.lower().endswith(PICKLE_SUFFIXES):
-            raise _refuse_pickle(spec, sub)
-        return [sub]
-    prefix = sub + "/" if sub else ""
-    here = [f[len(prefix):] for f in files if f.startswith(prefix)]
-    if not here:
-        raise CheckpointError(str(spec), f"the repo has no file or folder {sub!r}" if sub else "the repo holds no files")
-    if CONFIG in here:
-        if WEIGHTS in here:
-            return [prefix + CONFIG, prefix + WEIGHTS]
-        pick = [h for h in here if "/" not in h and h.lower().endswith(PICKLE_SUFFIXES)]
-        if pick:
-            raise _refuse_pickle(spec, prefix + pick[0])
-        raise CheckpointError(str(spec), f"{prefix}{CONFIG} without {prefix}{WEIGHTS}")
-    subs = sorted({h.split("/")[0] for h in here if h.count("/") == 1 and h.endswith("/" + CONFIG)})
-    if len(subs) == 1:
-        return adapter_files(replace(spec, subfolder=prefix + subs[0]), files)
-    if subs:
-        raise CheckpointError(str(spec), f"the repo holds several adapters ({', '.join(subs[:12])}): name one, "
-                                         f"e.g. {spec.repo_id}/{prefix}{subs[0]}")
-    tensors = sorted(h for h in here if "/" not in h and h.endswith(".safetensors"))
-    if len(tensors) == 1:
-        return [prefix + tensors[0]]
-    if tensors:
-        raise CheckpointError(str(spec), f"no {CONFIG} and several .safetensors files ({', '.join(tensors[:8])}): "
-                                         f"name one, e.g. {spec.repo_id}/{prefix}{tensors[0]}")
-    pick = [h for h in here if "/" not in h and h.lower().endswith(PICKLE_SUFFIXES)]
-    if pick:
-        raise _refuse_pickle(spec, prefix + pick[0])
-    raise CheckpointError(str(spec), f"no {CONFIG} and no .safetensors file in {sub or 'the repo'}")
-
-
 # -- the network (only when the cache lacks something and HF_HUB_OFFLINE is not set) ---------------------
 
 def _not_cached(spec: RepoSpec, why: str, what: str = "") -> CheckpointError:
@@ -346,7 +294,7 @@ def fetch_file(spec: RepoSpec, filename: str) -> Path:
     and holds the file, so an unreachable Hub fails fast instead of in huggingface_hub's retry loop.
     """
     if filename.lower().endswith(PICKLE_SUFFIXES):
-        raise _refuse_pickle(spec, filename)
+        raise refuse_pickle(spec, filename)
     commit = cached_commit(spec)
     if commit:
         p = _repo_folder(spec.repo_id) / "snapshots" / commit / filename
@@ -362,25 +310,32 @@ def fetch_file(spec: RepoSpec, filename: str) -> Path:
 def resolve(spec: str | os.PathLike | RepoSpec, select: Callable[[RepoSpec, list[str]], list[str]] = adapter_files,
             *, allow_single: bool = False) -> Resolved:
     """A local path as it is, or a repo id resolved to a cached snapshot path (downloading what ``select`` needs)."""
-    if not isinstance(spec, RepoSpec):
-        local = Path(os.path.expanduser(str(spec)))
-        if local.exists():
-            return Resolved(local)
-        rs = parse_repo_id(str(spec), allow_single=allow_single)
-        if rs is None:
-            return Resolved(Path(str(spec)))  # not a repo id: the loader reports the missing path
-    else:
-        rs = spec
+    if isinstance(spec, RepoSpec):
+        return _resolve_repo(spec, select)
+    local = Path(os.path.expanduser(str(spec)))
+    if local.exists():
+        return Resolved(local)
+    rs = parse_repo_id(str(spec), allow_single=allow_single)
+    if rs is None:
+        return Resolved(Path(str(spec)))  # not a repo id: the loader reports the missing path
+    try:
+        return _resolve_repo(rs, select)
+    except CheckpointError as e:
+        if str(spec).startswith("hf://"):
+            raise
+        raise CheckpointError(e.path, f"{e.reason} (and there is no local file or folder of that name)") from None
+
+
+def _resolve_repo(rs: RepoSpec, select: Callable[[RepoSpec, list[str]], list[str]]) -> Resolved:
     commit = cached_commit(rs)
     snap = _repo_folder(rs.repo_id) / "snapshots" / commit if commit else None
+    cache_problem = ""
     if snap is not None and snap.is_dir():
         try:
             select(rs, _files_under(snap))
             return Resolved(snap / rs.subfolder if rs.subfolder else snap, rs, commit)
         except CheckpointError as e:
             cache_problem = e.reason
-    else:
-        cache_problem = ""
     if offline():
         raise _not_cached(rs, "and HF_HUB_OFFLINE is set" + (f" (cached part: {cache_problem})" if cache_problem else ""))
     files = _listing(rs)

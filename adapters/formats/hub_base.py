@@ -24,13 +24,12 @@ from torch import Tensor
 from ..delta import CheckpointError
 from .basemodel import BaseWeights, as_base
 from .hub import RepoSpec, fetch_file, parse_repo_id, resolve
-from .safetensors_io import PICKLE_SUFFIXES, SafetensorsFile, TensorFile
+from .hub_select import INDEX, SINGLE, base_files
+from .safetensors_io import SafetensorsFile, TensorFile
 
 __all__ = ["hub_base", "find_base", "BASE_FIELD"]
 
 BASE_FIELD = "base_model_name_or_path"
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
 MAX_INDEX_BYTES = 64 * 2**20
 
 
@@ -74,17 +73,6 @@ class _LazyShard(TensorFile):
             yield self
 
 
-def _base_files(spec: RepoSpec, files: list[str]) -> list[str]:
-    pre = spec.subfolder + "/" if spec.subfolder else ""
-    for name in (INDEX, SINGLE):
-        if pre + name in files:
-            return [pre + name]
-    if any(f.startswith(pre) and f.lower().endswith(PICKLE_SUFFIXES) for f in files):
-        raise CheckpointError(str(spec), "the base model repo has only pickle weights (pytorch_model.bin...): "
-                                         "RankScope never reads pickles from a repo; pass --base with a safetensors copy")
-    raise CheckpointError(str(spec), f"the base model repo holds neither {INDEX} nor {SINGLE}")
-
-
 def _read_index(spec: RepoSpec, path: Path) -> dict[str, str]:
     if path.stat().st_size > MAX_INDEX_BYTES:
         raise CheckpointError(path, f"{INDEX} is larger than {MAX_INDEX_BYTES // 2**20} MB")
@@ -105,7 +93,7 @@ def _read_index(spec: RepoSpec, path: Path) -> dict[str, str]:
 def hub_base(spec: RepoSpec | str) -> BaseWeights:
     """W0 of a Hub model repo (cache first), shards fetched only when one of their tensors is read."""
     r = resolve(spec if isinstance(spec, RepoSpec) else (parse_repo_id(spec, allow_single=True) or spec),
-                _base_files)
+                base_files)
     rs = r.spec
     if rs is None:  # a local path after all
         return as_base(r.path)

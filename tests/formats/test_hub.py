@@ -116,6 +116,7 @@ def test_missing_repo_is_a_clear_error(cache, capsys) -> None:
     assert rc == 2
     assert err.startswith("error: org/missing: ") and "'org/missing' is not in the cache" in err
     assert str(cache) in err and "HF_HUB_OFFLINE" in err and "Traceback" not in err
+    assert "no local file or folder of that name" in err  # a mistyped relative path reads as a repo id too
 
 
 def test_missing_base_names_the_field_and_base(repos, cache, capsys) -> None:

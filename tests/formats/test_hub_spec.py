@@ -8,7 +8,8 @@ import pytest
 
 from adapters.delta import CheckpointError
 from adapters.formats import hub
-from adapters.formats.hub import RepoSpec, adapter_files, cached_commit, parse_repo_id, resolve
+from adapters.formats.hub import RepoSpec, cached_commit, parse_repo_id, resolve
+from adapters.formats.hub_select import adapter_files
 from tests.formats.hub_fixtures import put_repo
 
 
