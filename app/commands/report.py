@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--r", "must be at least 1")
     sources, labels = [], []
     for p in args.paths:
-        label = unique_label(Path(p).name or p, labels)
+        label = unique_label(p if is_repo_id(p) else (Path(p).name or p), labels)
         labels.append(label)
         ds = load(p, base=args.base)
         note = base_note(ds)

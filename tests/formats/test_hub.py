@@ -163,6 +163,7 @@ def test_report_provenance_names_repo_and_base_without_token(repos, cache, capsy
     assert "no --base given" in err
     rep = json.loads((tmp_path / "r.json").read_text())
     prov = rep["sources"][0]["provenance"]
+    assert rep["sources"][0]["label"] == ADAPTER_ID
     assert prov["hub"]["repo"] == ADAPTER_ID and prov["hub"]["commit"] == MAIN
     assert "org/base" in prov["base"]["resolved"]
     assert {f["name"] for f in prov["files"]} == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
