@@ -85,6 +85,8 @@ def parse_repo_id(spec: str | os.PathLike, *, allow_single: bool = False) -> Rep
         s = s[5:]
         if s.startswith("models/"):
             s = s[7:]
+        elif s.startswith(("datasets/", "spaces/", "buckets/")):
+            return None  # model repos only
     if not s or s.startswith(("/", ".", "~")) or "\\" in s or len(s) > 1000:
         return None
     m = re.match(r"^(?P<repo>[^/@]+(?:/[^/@]+)?)(?:@(?P<rev>refs/pr/\d+|[^/]+))?(?:/(?P<sub>.+))?$", s)
@@ -223,7 +225,6 @@ def _hub_error(spec: RepoSpec, e: BaseException, what: str = "") -> CheckpointEr
 
 def _hf() -> Any:
     """``huggingface_hub``, told to send no telemetry (its user-agent probe fetches ``/api/agent-harnesses``)."""
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import huggingface_hub
     from huggingface_hub import constants
 
@@ -316,6 +317,9 @@ def resolve(spec: str | os.PathLike | RepoSpec, select: Callable[[RepoSpec, list
     if local.exists():
         return Resolved(local)
     rs = parse_repo_id(str(spec), allow_single=allow_single)
+    if rs is None and str(spec).startswith("hf://"):
+        raise CheckpointError(spec, "not a model repo id: hf://org/name[@revision][/subfolder] (datasets and "
+                                    "spaces are not read)")
     if rs is None:
         return Resolved(Path(str(spec)))  # not a repo id: the loader reports the missing path
     try:

@@ -33,7 +33,7 @@ def test_repo_ids_parse(spec: str, want: RepoSpec) -> None:
 @pytest.mark.parametrize("spec", [
     "/abs/path", "./org/name", "../org/name", "~/org/name", "name", "org/name.safetensors", "org/model.bin",
     "run\\adapter", "org/na--me", "org/../x", "org/name/../../etc", "org/name//x", "org/name@../x", "",
-    "C:/x/y",
+    "C:/x/y", "hf://datasets/org/name", "hf://spaces/org/app", "hf://", "hf://org/na me",
 ])
 def test_not_repo_ids(spec: str) -> None:
     assert parse_repo_id(spec) is None
@@ -103,6 +103,11 @@ def test_a_local_path_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert resolve("org/name").spec is None and resolve("org/name").path == Path("org/name")
     with pytest.raises(CheckpointError, match="'org/other' is not in the cache .*HF_HUB_OFFLINE"):
         resolve("org/other")
+
+
+def test_a_bad_explicit_hf_spec_is_a_clear_error() -> None:
+    with pytest.raises(CheckpointError, match="not a model repo id"):
+        resolve("hf://datasets/org/name")
 
 
 def test_tokens_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
