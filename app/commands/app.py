@@ -19,6 +19,8 @@ MAX_UPLOAD_MB = 200  # server.maxUploadSize, per file; .streamlit/config.toml sa
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="*", metavar="PATH",
+                   help="checkpoints to open: files, folders or Hugging Face repo ids (org/name[@rev][/subfolder])")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     p.add_argument("--samples", default=str(SAMPLES), help="folder of checkpoints loaded at start (default: the bundled samples)")
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def streamlit_command(host: str, port: int, samples: str, headless: bool = True,
-                      max_upload_mb: int = MAX_UPLOAD_MB) -> list[str]:
+                      opened: tuple[str, ...] = (), max_upload_mb: int = MAX_UPLOAD_MB) -> list[str]:
     """The argv that serves the workbench; the server settings are explicit, not left to defaults."""
     return [
         sys.executable, "-m", "app.serve", "run", str(MAIN),  # streamlit without its public-IP lookup
@@ -41,7 +43,7 @@ def streamlit_command(host: str, port: int, samples: str, headless: bool = True,
         "--server.maxUploadSize", str(max_upload_mb),
         "--browser.gatherUsageStats", "false",
         "--", "--samples", samples,
-    ]
+    ] + [a for spec in opened for a in ("--open", spec)]
 
 
 def _open_when_healthy(host: str, port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -92,6 +94,23 @@ def banner(host: str, port: int, policy, max_upload_mb: int) -> str:
     ])
 
 
+def _open_spec(spec: str, policy=None) -> str:
+    """A source for the server (which runs in the repository folder): a local path made absolute (and
+    allowed by ``app.access.check_allowed``: on an exposed server only inside ``--allow-dir``), or a
+    repo id resolved here first, so a download shows its progress in this terminal and a bad id exits 2."""
+    from adapters.formats.hub import is_repo_id, resolve_source
+
+    from ..access import check_allowed
+    from ..errors import UserError
+
+    if Path(spec).expanduser().exists():
+        return str(check_allowed(spec, policy))
+    if not is_repo_id(spec):
+        raise UserError(spec, "no such file or folder (nor a Hugging Face repo id such as org/name)")
+    resolve_source(spec)  # CheckpointError (exit 2) when it is neither cached nor downloadable
+    return spec
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
 
@@ -103,11 +122,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--max-upload-mb", f"must be a number of megabytes between 1 and 1000000, got {max_mb}")
     if not Path(args.samples).is_dir():
         raise UserError(args.samples, "the samples folder does not exist")
+    opened = tuple(_open_spec(s, policy) for s in args.sources)
     print(banner(args.host, args.port, policy, max_mb), flush=True)
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     # Always headless: a non-headless Streamlit asks for an e-mail address on its first run and dies
     # when no terminal answers (make run in a fresh environment). The browser is opened here instead.
-    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=True, max_upload_mb=max_mb),
+    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=True, opened=opened,
+                                              max_upload_mb=max_mb),
                             cwd=REPO, env=env)
     if not args.no_browser:
         threading.Thread(target=_open_when_healthy, args=(args.host, args.port, proc), daemon=True).start()
