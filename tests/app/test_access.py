@@ -139,3 +139,15 @@ def test_a_request_through_a_reverse_proxy_counts_as_exposed(tree) -> None:
         check_allowed(tree["allowed"] / "a.safetensors", local.via_proxy())
     allowed = PathPolicy(("127.0.0.1",), resolve_dirs([tree["allowed"]])).via_proxy()
     assert check_allowed(tree["allowed"] / "a.safetensors", allowed).name == "a.safetensors"
+
+
+def test_command_line_paths_obey_the_same_rule(tree, capsys, monkeypatch) -> None:
+    """``rankscope app PATH``: on an exposed server a local PATH must lie inside --allow-dir (exit 2 otherwise)."""
+    monkeypatch.setenv(ENV_HOST, "127.0.0.1")
+    monkeypatch.setenv(ENV_ALLOW, "")
+    secret = tree["outside"] / "secret.safetensors"
+    assert main(["app", "--host", "0.0.0.0", "--no-browser", str(secret)]) == 2
+    assert "local paths are off on this server" in capsys.readouterr().err
+    assert main(["app", "--host", "0.0.0.0", "--allow-dir", str(tree["allowed"]), "--no-browser",
+                 str(tree["allowed"] / "link.safetensors")]) == 2
+    assert "outside the folders this server may read" in capsys.readouterr().err

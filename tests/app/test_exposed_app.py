@@ -91,3 +91,15 @@ def test_the_server_makes_no_public_ip_lookup(monkeypatch) -> None:
     monkeypatch.setattr(net_util, "get_internal_ip", lambda: None)
     assert not server_util.is_url_from_allowed_origins("http://evil.example:8501")  # asks nobody, still refuses
     assert server_util.is_url_from_allowed_origins("http://127.0.0.1:8501")
+
+
+def test_a_visitors_repo_id_is_refused_on_an_exposed_server(ckpts, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    at = _session(ckpts, monkeypatch, "0.0.0.0", [allowed])
+    at.sidebar.text_input[0].set_value("some-org/some-adapter").run()
+    at.sidebar.button[0].click().run()
+    errors = _errors(at)
+    assert any("Hugging Face repo ids are off" in e and "outside the folders" in e for e in errors), errors
+    assert "some-org/some-adapter" not in at.session_state["sources"]
