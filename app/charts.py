@@ -380,7 +380,8 @@ def loss_figure(traj: pd.DataFrame, title: str = "Training loss") -> go.Figure:
 
 
 _MAP_EXPORTS = ("MAX_BAR_LAYERS", "MAP_MEASURES", "too_many_layers", "map_measures", "model_map_names", "shared_range",
-                "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure")
+                "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
+                "model_maps_figure", "source_lines_figure")
 
 
 def __getattr__(name: str) -> Any:
