@@ -24,7 +24,7 @@ from .charts import HEATMAP_SCALE, METRIC_LABELS, PALETTE, _style, empty_figure,
 __all__ = ["MAX_BAR_LAYERS", "MAP_MEASURES", "MAP_SCALE", "too_many_layers", "map_measures", "model_map_names",
            "shared_range", "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
            "block_figure", "tick_step", "source_lines_figure",
-           "model_maps_figure"]
+           "model_maps_figure", "spectra_many_figure"]
 
 MAX_BAR_LAYERS = 24  # above this, per-layer bars cannot be read: draw the model map or lines across depth
 MAP_SCALE = "Viridis"  # sequential, colour-blind safe; differences use charts.HEATMAP_SCALE (diverging)
@@ -350,3 +350,27 @@ def model_maps_figure(panels: Sequence[tuple[str, pd.DataFrame]], measures: Sequ
     for ann in fig.layout.annotations:  # subplot captions above the module ticks
         ann.update(yshift=58, font=dict(size=12))
     return fig
+
+
+def spectra_many_figure(spec: pd.DataFrame, title: str, normalize: bool, by_source: bool, colors: dict) -> go.Figure:
+    """``charts.spectra_figure`` for many layers: per source ONE trace, layers separated by gaps (hover names the layer)."""
+    fig = go.Figure()
+    groups = spec.groupby("source", sort=False) if "source" in spec.columns else [(None, spec)]
+    for src, g in groups:
+        xs, ys, names = [], [], []
+        for layer, lg in g.groupby("layer", sort=False):
+            y = lg["sigma"].to_numpy(float)
+            xs += [*lg["index"].tolist(), None]
+            ys += [*(y / y.max() if normalize else y).tolist(), None]
+            names += [esc(layer)] * len(lg) + [""]
+        who = f"{esc(src)}<br>" if src is not None else ""
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, customdata=names, mode="lines", connectgaps=False,
+            name=esc(src) if by_source else "one line per layer", showlegend=True,
+            line=dict(color=colors.get(src, PALETTE[0]) if by_source else "rgba(0,114,178,0.35)", width=1.2),
+            hovertemplate=f"{who}%{{customdata}}<br>σ<sub>%{{x}}</sub> = %{{y:.4g}}<extra></extra>"))
+    fig.update_yaxes(type="log", dtick=1, exponentformat="power")
+    if spec["index"].max() <= 20:
+        fig.update_xaxes(dtick=1)
+    ylab = "σᵢ / σ₁ (log scale)" if normalize else "singular value σᵢ (log scale)"
+    return _style(fig, title, "index i (largest singular value first)", ylab, legend="source" if by_source else "layer")
