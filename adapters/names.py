@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 __all__ = ["ModuleName", "parse_module_path", "model_order_key", "sort_model_order", "common_prefix",
-           "short_names", "has_blocks", "block_label_key", "module_type_key"]
+           "short_names", "has_blocks", "block_label_key", "module_type_key", "in_model_order"]
 
 _KOHYA_PREFIXES = ("lora_unet_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_te_", "lora_transformer_",
                    "lycoris_", "lora_")
@@ -123,6 +123,12 @@ def model_order_key(name: str) -> tuple:
 def sort_model_order(names: Iterable[str]) -> list[str]:
     """``names`` in model order (see :func:`model_order_key`)."""
     return sorted(names, key=model_order_key)
+
+
+def in_model_order(names: Iterable[str]) -> list[str]:
+    """``names`` in model order for a loader: like :func:`sort_model_order`, except that names without a
+    block keep the order they were given in (a file's own order is the best guess for ``lin0, lin1, head``)."""
+    return sorted(names, key=lambda n: k if (k := model_order_key(n))[0] == 0 else (1,))
 
 
 def common_prefix(names: Sequence[str]) -> str:

@@ -75,3 +75,16 @@ def test_inspect_export_report_follow_model_order(llama_peft, tmp_path, capsys):
     assert [r["layer"] for r in rows] == EXPECTED
     assert [(int(r["block"]), r["module"]) for r in rows] == [(b, m) for b in range(N_BLOCKS) for m in MODULES]
     assert [r["layer"] for r in json.loads(js.read_text())["sources"][0]["layers"]] == EXPECTED
+
+
+def test_names_without_blocks_keep_the_file_order(tmp_path):
+    from adapters.delta import DeltaSet, LayerDelta, LowRank
+    from adapters.formats.native import save_native
+    from adapters.names import in_model_order
+
+    names = ["lin1", "lin0", "model.layers.10.q_proj", "head", "model.layers.2.q_proj", "model.layers.2.k_proj"]
+    assert in_model_order(names) == ["model.layers.2.q_proj", "model.layers.2.k_proj", "model.layers.10.q_proj",
+                                     "lin1", "lin0", "head"]
+    layers = [LayerDelta(n, (3, 2), low_rank=LowRank(torch.ones(3, 1), torch.ones(1, 2))) for n in names]
+    path = save_native(tmp_path / "n.safetensors", DeltaSet(layers))
+    assert load(path).names == in_model_order(names)
