@@ -17,6 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis.names import short_names as _short_names
+
 __all__ = [
     "esc", "short_names", "source_colors", "spectra_figure", "metric_by_layer_figure", "rank_measures_figure",
     "block_figure", "heatmaps_figure", "shared_zmax", "spy_figure", "norms_figure", "params_figure",
@@ -48,15 +50,13 @@ def esc(text: Any) -> str:
 
 
 def short_names(names: Sequence[str]) -> list[str]:
-    """Layer names with their common dotted prefix removed (``base_model.model.layers.0.q`` -> ``0.q``)."""
+    """Layer names with their common prefix removed (``analysis.names.short_names``), as a list; one name
+    alone keeps its last two components (``layers.0.q`` -> ``0.q``). Full names where stripping would merge two."""
     names = [str(n) for n in names]
     if len(names) < 2:
         return [n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1] if n.count(".") >= 2 else n for n in names]
-    parts = [n.split(".") for n in names]
-    k = 0
-    while all(len(p) > k + 1 for p in parts) and len({p[k] for p in parts}) == 1:
-        k += 1
-    out = [".".join(p[k:]) for p in parts]
+    short = _short_names(names)
+    out = [short[n] for n in names]
     return out if len(set(out)) == len(set(names)) else names
 
 
