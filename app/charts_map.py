@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 from analysis.names import (block_label_key, common_prefix, has_blocks, model_map, model_order_key, module_type_key,
                             names_frame, parse_module_path)
 
-from .charts import HEATMAP_SCALE, METRIC_LABELS, PALETTE, _style, empty_figure, esc
+from .charts import HEATMAP_SCALE, METRIC_LABELS, PALETTE, _log_ticks, _style, empty_figure, esc
 
 __all__ = ["MAX_BAR_LAYERS", "MAP_MEASURES", "MAP_SCALE", "too_many_layers", "map_measures", "model_map_names",
            "shared_range", "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
@@ -385,7 +385,7 @@ def spectra_many_figure(spec: pd.DataFrame, title: str, normalize: bool, by_sour
             name=esc(src) if by_source else "one line per layer", showlegend=True,
             line=dict(color=colors.get(src, PALETTE[0]) if by_source else "rgba(0,114,178,0.35)", width=1.2),
             hovertemplate=f"{who}%{{customdata}}<br>σ<sub>%{{x}}</sub> = %{{y:.4g}}<extra></extra>"))
-    fig.update_yaxes(type="log", dtick=1, exponentformat="power")
+    fig.update_yaxes(type="log", exponentformat="power", **_log_ticks(spec["sigma"]))
     if spec["index"].max() <= 20:
         fig.update_xaxes(dtick=1)
     ylab = "σᵢ / σ₁ (log scale)" if normalize else "singular value σᵢ (log scale)"
