@@ -9,7 +9,6 @@ Heatmaps of several sources share ONE diverging colour scale, symmetric around 0
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from analysis.names import short_names as _short_names
 
 __all__ = [
     "esc", "short_names", "source_colors", "spectra_figure", "metric_by_layer_figure", "rank_measures_figure",
@@ -49,15 +50,13 @@ def esc(text: Any) -> str:
 
 
 def short_names(names: Sequence[str]) -> list[str]:
-    """Layer names with their common dotted prefix removed (``base_model.model.layers.0.q`` -> ``0.q``)."""
+    """Layer names with their common prefix removed (``analysis.names.short_names``), as a list; one name
+    alone keeps its last two components (``layers.0.q`` -> ``0.q``). Full names where stripping would merge two."""
     names = [str(n) for n in names]
     if len(names) < 2:
         return [n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1] if n.count(".") >= 2 else n for n in names]
-    parts = [n.split(".") for n in names]
-    k = 0
-    while all(len(p) > k + 1 for p in parts) and len({p[k] for p in parts}) == 1:
-        k += 1
-    out = [".".join(p[k:]) for p in parts]
+    short = _short_names(names)
+    out = [short[n] for n in names]
     return out if len(set(out)) == len(set(names)) else names
 
 
@@ -86,6 +85,12 @@ def empty_figure(message: str, title: str = "") -> go.Figure:
     return _style(fig, title, "", "", height=260)
 
 
+def _log_ticks(values: pd.Series) -> dict[str, Any]:
+    """One tick per decade when values span ≥ 2 decades, else plotly's 1-2-5 ticks (a narrow range keeps labels)."""
+    v = pd.to_numeric(values, errors="coerce").loc[lambda x: x > 0]
+    return {"dtick": 1} if len(v) and float(np.log10(v.max() / v.min())) >= 2 else {}
+
+
 def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", normalize: bool = False,
                    max_legend_layers: int = 12) -> go.Figure:
     """Singular values σ₁ ≥ σ₂ ≥ … of each layer's ΔW on a log axis.
@@ -101,6 +106,8 @@ def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", no
     by_source = "source" in spec.columns and spec["source"].nunique() > 1
     layers = list(dict.fromkeys(spec["layer"]))
     colors = source_colors(spec["source"]) if "source" in spec.columns else {}
+    if len(layers) > max_legend_layers:  # hundreds of layers: one gapped line per source, not a trace per layer
+        return __getattr__("spectra_many_figure")(spec, title, normalize, by_source, colors)
     fig = go.Figure()
     seen: set[str] = set()
     group_cols = ["source", "layer"] if "source" in spec.columns else ["layer"]
@@ -123,18 +130,22 @@ def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", no
             legendgroup=name, showlegend=show, line=dict(color=color, width=1.6), marker=dict(size=5),
             hovertemplate=f"{who}{esc(layer)}<br>σ<sub>%{{x}}</sub> = %{{y:.4g}}<extra></extra>",
         ))
-    fig.update_yaxes(type="log", dtick=1, exponentformat="power")
+    fig.update_yaxes(type="log", exponentformat="power", **_log_ticks(spec["sigma"]))
     if spec["index"].max() <= 20:
         fig.update_xaxes(dtick=1)
     ylab = "σᵢ / σ₁ (log scale)" if normalize else "singular value σᵢ (log scale)"
     return _style(fig, title, "index i (largest singular value first)", ylab, legend="source" if by_source else "layer")
 
 
-def metric_by_layer_figure(table: pd.DataFrame, metric: str, title: str | None = None) -> go.Figure:
-    """One metric per layer as bars, grouped by source (``table``: source, layer, <metric>)."""
+def metric_by_layer_figure(table: pd.DataFrame, metric: str, title: str | None = None,
+                           max_layers: int = 24) -> go.Figure:
+    """One metric per layer as bars, grouped by source (``table``: source, layer, <metric>); above
+    ``max_layers`` layers, one line per source in model order instead."""
     if table.empty or metric not in table.columns:
         return empty_figure(f"No values of {metric}.", title or "")
     layers = list(dict.fromkeys(table["layer"]))
+    if len(layers) > max_layers:  # bars of hundreds of layers cannot be read: lines in model order
+        return __getattr__("source_lines_figure")(table, metric, title)
     short = dict(zip(layers, short_names(layers)))
     colors = source_colors(table["source"])
     fig = go.Figure()
@@ -152,11 +163,14 @@ def metric_by_layer_figure(table: pd.DataFrame, metric: str, title: str | None =
 
 def rank_measures_figure(table: pd.DataFrame, metrics: Sequence[str] = ("numerical_rank", "energy_rank_90",
                                                                            "effective_rank", "stable_rank"),
-                         title: str = "Rank measures per layer") -> go.Figure:
-    """Several rank measures of one source per layer, as grouped bars (``table``: layer, <metrics>)."""
+                         title: str = "Rank measures per layer", max_layers: int = 24) -> go.Figure:
+    """Several rank measures of one source per layer, as grouped bars (``table``: layer, <metrics>);
+    above ``max_layers`` layers, a line per module type across depth instead (``charts_map``)."""
     metrics = [m for m in metrics if m in table.columns]
     if table.empty or not metrics:
         return empty_figure("No layers.", title)
+    if table["layer"].nunique() > max_layers:
+        return __getattr__("depth_lines_figure")(table, metrics, title)
     short = short_names(list(table["layer"]))
     fig = go.Figure()
     for i, m in enumerate(metrics):
@@ -170,25 +184,12 @@ def rank_measures_figure(table: pd.DataFrame, metrics: Sequence[str] = ("numeric
     return _style(fig, title, "layer", "rank (number of directions)", legend="measure")
 
 
-_BLOCK = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
-
-
 def block_figure(table: pd.DataFrame, metrics: Sequence[str] = ("effective_rank", "stable_rank"),
                  title: str = "Rank measures per block (mean over the block's layers)") -> go.Figure:
-    """Mean of each metric over the layers of each numbered block (the first integer in a layer name)."""
-    blocks = table["layer"].map(lambda n: int(m.group(1)) if (m := _BLOCK.search(str(n))) else None)
-    if blocks.isna().all():
-        return empty_figure("Layer names carry no block number, so there is no per-block view.", title)
-    df = table.assign(block=blocks).dropna(subset=["block"])
-    metrics = [m for m in metrics if m in df.columns]
-    agg = df.groupby("block", sort=True)[metrics].mean().reset_index()
-    fig = go.Figure()
-    for i, m in enumerate(metrics):
-        fig.add_trace(go.Scatter(x=agg["block"], y=agg[m], mode="lines+markers", name=esc(METRIC_LABELS.get(m, m)),
-                                 line=dict(color=PALETTE[i % len(PALETTE)]),
-                                 hovertemplate=f"block %{{x}}<br>{esc(METRIC_LABELS.get(m, m))} = %{{y:.4g}}<extra></extra>"))
-    fig.update_xaxes(dtick=1 if len(agg) <= 40 else None)
-    return _style(fig, title, "block number (from the layer name)", "mean rank", height=360, legend="measure")
+    """Mean of each metric over each block's layers, blocks in model order (see ``app.charts_map``)."""
+    from .charts_map import block_figure as _block_figure
+
+    return _block_figure(table, metrics, title)
 
 
 def shared_zmax(grids: Sequence[dict[str, np.ndarray]]) -> float:
@@ -382,3 +383,16 @@ def loss_figure(traj: pd.DataFrame, title: str = "Training loss") -> go.Figure:
                                  line=dict(color=PALETTE[i % len(PALETTE)]),
                                  hovertemplate=f"{esc(run)}<br>step %{{x}}<br>loss %{{y:.4g}}<extra></extra>"))
     return _style(fig, title, "training step", "training loss", height=360, legend="run")
+
+
+_MAP_EXPORTS = ("MAX_BAR_LAYERS", "MAP_MEASURES", "too_many_layers", "map_measures", "model_map_names", "shared_range",
+                "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
+                "model_maps_figure", "source_lines_figure", "spectra_many_figure")
+
+
+def __getattr__(name: str) -> Any:
+    """The model-map builders of ``app.charts_map``, re-exported lazily (that module imports this one)."""
+    if name not in _MAP_EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import charts_map
+    return getattr(charts_map, name)
