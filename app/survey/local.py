@@ -1,6 +1,6 @@
 """The default backend: ``worker.survey_one`` over a process pool, results streamed as they finish.
 
-At most ``2 × workers`` checkpoints are in flight (submitted, not yet collected), so memory does not
+With one worker the checkpoints are inspected in this process. At most ``2 × workers`` checkpoints are in flight (submitted, not yet collected), so memory does not
 grow with the number of checkpoints. Workers are started with ``spawn`` (a fresh interpreter: no
 forked torch thread pools) and run single-threaded torch.
 """
@@ -34,7 +34,12 @@ def _init_worker() -> None:
 
 
 def run_local(tasks: Iterable[Task], workers: int, base: str | None = None, top_k: int = 64) -> Iterator[Result]:
-    """Yield ``survey_one(task)`` for every task, in the order they finish."""
+    """Yield ``survey_one(task)`` for every task, in the order they finish. One worker runs in this
+    process (no pool to start)."""
+    if workers == 1:
+        for task in tasks:
+            yield survey_one(task, base, top_k)
+        return
     todo = iter(tasks)
     window = 2 * workers
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
