@@ -9,7 +9,7 @@ No streamlit (``app.data`` caches these by path and fingerprint).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -37,7 +37,6 @@ class Filters:
     r_values: tuple[int, ...] = ()
     search: str = ""
     failed: bool = True
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def where(self) -> tuple[str, list[Any]]:
         """``(SQL condition, parameters)``."""
@@ -88,8 +87,8 @@ def overview(path: str | os.PathLike) -> dict[str, Any]:
     """rows, checkpoints, failed, layers, and the distinct methods, formats, module types and r values."""
     head = _query(path, """SELECT count(*) AS rows, count(DISTINCT source) AS checkpoints,
         count(DISTINCT source) FILTER (WHERE error IS NOT NULL) AS failed, count(layer) AS layers,
-        list_sort(list(DISTINCT method)) AS methods, list_sort(list(DISTINCT format)) AS formats,
-        list(DISTINCT module_type) AS module_types, list_sort(list(DISTINCT r)) AS r_values FROM {T}""", []).iloc[0]
+        list_sort(list(DISTINCT method) FILTER (WHERE method IS NOT NULL)) AS methods, list_sort(list(DISTINCT format) FILTER (WHERE format IS NOT NULL)) AS formats,
+        list(DISTINCT module_type) FILTER (WHERE module_type IS NOT NULL) AS module_types, list_sort(list(DISTINCT r) FILTER (WHERE r IS NOT NULL)) AS r_values FROM {T}""", []).iloc[0]
     return {**{k: int(head[k]) for k in ("rows", "checkpoints", "failed", "layers")},
             "methods": [str(v) for v in head["methods"]], "formats": [str(v) for v in head["formats"]],
             "module_types": module_order([str(v) for v in head["module_types"]]),
