@@ -63,9 +63,13 @@ def scatter_figure(sample: pd.DataFrame, measure: str, total: int, seed: int = 0
             hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>r %{customdata[2]}, value %{y:.3g}<extra></extra>"))
     if len(sample):
         hi = float(sample["r"].max())
-        fig.add_trace(go.Scatter(x=[0, hi * 1.1], y=[0, hi * 1.1], mode="lines", name="= r",
+        lo = max(float(sample["r"][sample["r"] > 0].min()) if (sample["r"] > 0).any() else 1.0, 1.0) * 0.8
+        fig.add_trace(go.Scatter(x=[lo, hi * 1.1], y=[lo, hi * 1.1], mode="lines", name="= r",
                                  line=dict(dash="dot", color="grey"), hoverinfo="skip"))
     shown = f"{len(sample):,} of {total:,} layers" if len(sample) < total else f"all {total:,} layers"
+    rs = sample["r"][sample["r"] > 0]
+    if len(rs) and rs.max() >= 4 * rs.min():  # r spans powers of two: a log axis spaces them evenly
+        fig.update_xaxes(type="log")
     fig.update_layout(title=f"{MEASURE_LABELS.get(measure, measure)} vs configured r ({shown})",
                       xaxis_title="configured r (jittered)", yaxis_title=MEASURE_LABELS.get(measure, measure),
                       height=420, margin=dict(t=50, b=40, l=50, r=20))
