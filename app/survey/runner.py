@@ -32,6 +32,8 @@ class SurveyStats:
     rows: int
     seconds: float
     out: str
+    first_result_s: float | None = None  # from the start to the first result (discovery + backend start-up)
+    last_result_s: float | None = None  # from the start to the last result (the merge follows)
 
 
 def _match(entries: list | None, task: Task, confirmed: dict[str, tuple]) -> tuple | None:
@@ -79,11 +81,14 @@ def run_survey(paths: list[str], out: str, workers: int | None = None, ray: bool
         results = run_local(todo, workers or default_workers(), base, top_k)
     writer = PartWriter(out_p, part_checkpoints, part_seconds)
     failed = 0
+    first = last = None
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="ckpt", desc="survey", file=sys.stderr,
                disable=not progress, dynamic_ncols=True, smoothing=0.1)
     try:
         if todo:
             for res in results:
+                last = time.perf_counter() - t0
+                first = last if first is None else first
                 failed += res["columns"]["error"][0] is not None
                 if writer.add(res["columns"]) is not None and stop_after_parts and writer.n_parts >= stop_after_parts:
                     raise StopSurvey(f"stopped after {writer.n_parts} parts")
@@ -109,4 +114,5 @@ def run_survey(paths: list[str], out: str, workers: int | None = None, ray: bool
         import pyarrow.parquet as pq
 
         rows = pq.ParquetFile(out_p).metadata.num_rows
-    return SurveyStats(len(tasks), len(tasks) - len(todo), len(todo), failed, rows, time.perf_counter() - t0, str(out_p))
+    return SurveyStats(len(tasks), len(tasks) - len(todo), len(todo), failed, rows, time.perf_counter() - t0, str(out_p),
+                       first, last)
