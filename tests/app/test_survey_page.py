@@ -139,3 +139,19 @@ def test_broken_checkpoint_shows_its_error_and_bad_table_is_an_error(real, tmp_p
     assert any("not a Parquet file" in e.value for e in at.error)
     at.text_input(key="_survey_path_input").set_value(str(tmp_path / "missing.parquet")).run()
     assert any("no such survey table" in e.value for e in at.error)
+
+
+def test_names_from_files_are_escaped(real, tmp_path: Path, monkeypatch) -> None:
+    import pyarrow as pa
+
+    t = pq.read_table(synthetic_table(tmp_path / "s.parquet", 10, 7))
+    evil_mod, evil_method = "<img src=x onerror=alert(1)>", "**<b>lora</b>**"
+    t = t.set_column(t.schema.get_field_index("module_type"), "module_type", pa.array([evil_mod] * t.num_rows))
+    t = t.set_column(t.schema.get_field_index("method"), "method", pa.array([evil_method] * t.num_rows))
+    pq.write_table(t, tmp_path / "evil.parquet")
+    at = _open(tmp_path / "evil.parquet", real[1]["lora"].parents[2] / "samples", monkeypatch)
+    box, grid, scatter = _figures(at)
+    assert box["data"][0]["x"] == ["&lt;img src=x onerror=alert(1)&gt;"]
+    assert grid["data"][0]["x"] == ["&lt;img src=x onerror=alert(1)&gt;"]
+    assert scatter["data"][0]["name"] == "**&lt;b&gt;lora&lt;/b&gt;**"
+    assert set(at.dataframe[0].value["method"]) == {evil_method}  # a dataframe cell is plain text
