@@ -9,6 +9,7 @@ it resumes; a checkpoint that cannot be read is one row with its error, never th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = "survey many checkpoints into one Parquet table (process pool, or Ray with --ray)"
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(render_summary(summary_frame(args.summary)))
         return 0
+    if args.ray and os.path.exists(args.ray):  # `--ray FOLDER ...`: the folder is a PATH, not an address
+        args.paths, args.ray = [args.ray, *args.paths], ""
     if not args.paths:
         raise UserError("PATH", "give at least one folder, checkpoint or list of paths (or --summary OUT.parquet)")
     if not args.out:
