@@ -4,8 +4,8 @@ Results are buffered and written as ``OUT.parts/part-<run>-<seq>.parquet``, each
 (``adapters.formats.atomic``): a kill loses at most the buffer, never half a part. ``done_keys``
 reads back which checkpoint versions the finished table and the parts hold (four small columns,
 through DuckDB). ``merge`` writes the final table, sorted by source then model order, atomically,
-streaming through DuckDB's out-of-core sort (memory bounded by ``MERGE_MEMORY``), then removes
-the parts.
+in runs of whole checkpoints sorted by DuckDB (memory bounded by the run, not the survey), then
+removes the parts.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 from ..errors import UserError
 from .schema import COLUMNS, KEY_COLUMNS, SCHEMA, empty_columns
 
-__all__ = ["parts_dir", "PartWriter", "done_keys", "merge", "MERGE_MEMORY"]
+__all__ = ["parts_dir", "PartWriter", "done_keys", "up_to_date", "merge", "MERGE_MEMORY", "MERGE_BATCH_ROWS"]
 
-MERGE_MEMORY = "1GB"
+MERGE_MEMORY = "512MB"
+MERGE_BATCH_ROWS = 32768  # rows sorted at once by the merge (whole checkpoints)
 BATCH_ROWS = 65536
 
 
@@ -103,8 +104,8 @@ def _connect(tmp: Path | None = None):
     return con
 
 
-def done_keys(out: str | os.PathLike) -> dict[str, list[tuple[int | None, int | None, str | None, str]]]:
-    """``{source: [(size, mtime_ns, sha256, file)]}``: the checkpoint versions already in ``out`` or its parts."""
+def done_keys(out: str | os.PathLike) -> dict[str, list[tuple[int | None, int | None, str | None, str, int]]]:
+    """``{source: [(size, mtime_ns, sha256, file, rows)]}``: the checkpoint versions already in ``out`` or its parts."""
     out = Path(out)
     if out.exists():
         _check_table(out)
@@ -113,17 +114,17 @@ def done_keys(out: str | os.PathLike) -> dict[str, list[tuple[int | None, int | 
         return {}
     con = _connect()
     try:
-        rows = con.execute(f"SELECT DISTINCT {', '.join(KEY_COLUMNS)}, filename FROM read_parquet(?, filename=true)",
-                           [[str(f) for f in files]]).fetchall()
+        rows = con.execute(f"SELECT {', '.join(KEY_COLUMNS)}, filename, count(*) FROM read_parquet(?, filename=true) "
+                           "GROUP BY ALL", [[str(f) for f in files]]).fetchall()
     finally:
         con.close()
     done: dict[str, list] = {}
-    for source, size, mtime, sha, fname in sorted(rows, key=lambda r: (r[0], r[4] != str(out), r[4])):
-        done.setdefault(source, []).append((size, mtime, sha, fname))
+    for source, size, mtime, sha, fname, n in sorted(rows, key=lambda r: (r[0], r[4] != str(out), r[4])):
+        done.setdefault(source, []).append((size, mtime, sha, fname, n))
     return done
 
 
-def up_to_date(out: str | os.PathLike, keep: dict[str, tuple[str | None, str]]) -> bool:
+def up_to_date(out: str | os.PathLike, keep: dict[str, tuple[str | None, str, int]]) -> bool:
     """Whether ``out`` already is the merge of ``keep`` (no parts, and exactly its checkpoints)."""
     out = Path(out)
     if _files(out) != [out]:
@@ -133,45 +134,63 @@ def up_to_date(out: str | os.PathLike, keep: dict[str, tuple[str | None, str]]) 
         n = con.execute("SELECT count(DISTINCT source) FROM read_parquet(?)", [str(out)]).fetchone()[0]
     finally:
         con.close()
-    return n == len(keep) and all(f == str(out) for _, f in keep.values())
+    return n == len(keep) and all(v[1] == str(out) for v in keep.values())
 
 
-def merge(out: str | os.PathLike, keep: dict[str, tuple[str | None, str]]) -> int:
-    """Write ``out`` from the rows of ``keep`` (``{source: (sha256, file holding its rows)}``), sorted by
-    source then ``layer_index``, atomically; remove the parts. Returns the number of rows."""
+def _batches(keep: dict[str, tuple[str | None, str, int]]) -> list[list[str]]:
+    """Sources in order, cut into runs of about ``MERGE_BATCH_ROWS`` rows."""
+    out: list[list[str]] = [[]]
+    rows = 0
+    for source in sorted(keep):
+        if out[-1] and rows + keep[source][2] > MERGE_BATCH_ROWS:
+            out.append([])
+            rows = 0
+        out[-1].append(source)
+        rows += keep[source][2]
+    return out
+
+
+def merge(out: str | os.PathLike, keep: dict[str, tuple[str | None, str, int]]) -> int:
+    """Write ``out`` from the rows of ``keep`` (``{source: (sha256, file holding its rows, rows)}``), sorted
+    by source then ``layer_index``, atomically; remove the parts. Returns the number of rows.
+
+    Sources are merged in runs of about ``MERGE_BATCH_ROWS`` rows, each read from only the files that
+    hold it and sorted by DuckDB, so memory does not grow with the size of the survey."""
     from adapters.formats.atomic import atomic_write
 
     out = Path(out)
-    files = _files(out)
-    keys = pa.table({"k_source": list(keep), "k_sha": [v[0] for v in keep.values()],
-                     "k_file": [v[1] for v in keep.values()]},
-                    schema=pa.schema([("k_source", pa.string()), ("k_sha", pa.string()), ("k_file", pa.string())]))
     n = 0
     tmpdir = parts_dir(out) / "duckdb-tmp"
     tmpdir.mkdir(parents=True, exist_ok=True)
+    cols = ", ".join(f't."{c}"' for c in COLUMNS)
+    q = (f"SELECT {cols} FROM read_parquet(?, filename=true) t JOIN keep_keys k ON t.source = k.k_source "
+         "AND t.sha256 IS NOT DISTINCT FROM k.k_sha AND t.filename = k.k_file "
+         "ORDER BY t.source, t.layer_index NULLS FIRST")
 
     def write(tmp: str) -> None:
         nonlocal n
         con = _connect(tmpdir)
         try:
-            con.register("keep_keys", keys)
-            cols = ", ".join(f't."{c}"' for c in COLUMNS)
-            q = (f"SELECT {cols} FROM read_parquet(?, filename=true) t JOIN keep_keys k ON t.source = k.k_source "
-                 "AND t.sha256 IS NOT DISTINCT FROM k.k_sha AND t.filename = k.k_file "
-                 "ORDER BY t.source, t.layer_index NULLS FIRST")
-            rel = con.sql(q, params=[[str(f) for f in files]])
-            reader = (rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader")
-                      else rel.fetch_arrow_reader(BATCH_ROWS))  # duckdb < 1.4
             with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as w:
-                for batch in reader:
-                    w.write_table(pa.Table.from_batches([batch]).cast(SCHEMA))
-                    n += batch.num_rows
+                for batch_sources in _batches(keep):
+                    if not batch_sources:
+                        continue
+                    keys = pa.table({"k_source": batch_sources, "k_sha": [keep[s][0] for s in batch_sources],
+                                     "k_file": [keep[s][1] for s in batch_sources]},
+                                    schema=pa.schema([("k_source", pa.string()), ("k_sha", pa.string()),
+                                                      ("k_file", pa.string())]))
+                    con.register("keep_keys", keys)
+                    files = sorted({keep[s][1] for s in batch_sources})
+                    rel = con.sql(q, params=[files])
+                    reader = (rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader")
+                              else rel.fetch_arrow_reader(BATCH_ROWS))  # duckdb < 1.4
+                    for batch in reader:
+                        w.write_table(pa.Table.from_batches([batch]).cast(SCHEMA))
+                        n += batch.num_rows
+                    con.unregister("keep_keys")
         finally:
             con.close()
 
-    if files:
-        atomic_write(out, write)
-    else:  # nothing found at all: an empty table with the schema
-        _write_table(out, SCHEMA.empty_table())
+    atomic_write(out, write)
     shutil.rmtree(parts_dir(out), ignore_errors=True)
     return n

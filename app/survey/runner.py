@@ -34,6 +34,15 @@ class SurveyStats:
     out: str
     first_result_s: float | None = None  # from the start to the first result (discovery + backend start-up)
     last_result_s: float | None = None  # from the start to the last result (the merge follows)
+    peak_rss_before_merge_mb: float | None = None  # this process's high-water mark when the merge starts
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _match(entries: list | None, task: Task, confirmed: dict[str, tuple]) -> tuple | None:
@@ -102,12 +111,13 @@ def run_survey(paths: list[str], out: str, workers: int | None = None, ray: bool
         close = getattr(results, "close", None)
         if close is not None:
             close()
+    peak = _peak_rss_mb()
     done = done_keys(out_p)
     keep = {}
     for t in tasks:
         e = _match(done.get(t.source), t, confirmed)
         if e is not None:
-            keep[t.source] = (e[2], e[3])
+            keep[t.source] = (e[2], e[3], e[4])
     if todo or not up_to_date(out_p, keep):
         rows = merge(out_p, keep)
     else:  # a finished table over the same checkpoints: nothing to write
@@ -115,4 +125,4 @@ def run_survey(paths: list[str], out: str, workers: int | None = None, ray: bool
 
         rows = pq.ParquetFile(out_p).metadata.num_rows
     return SurveyStats(len(tasks), len(tasks) - len(todo), len(todo), failed, rows, time.perf_counter() - t0, str(out_p),
-                       first, last)
+                       first, last, peak)
