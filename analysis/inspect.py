@@ -89,9 +89,11 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def inspect_deltaset(ds: DeltaSet, top_k: int = TOP_K, details: bool = False,
-                     progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+                     progress: Callable[[int, int, str], None] | None = None,
+                     on_layer: Callable[[LayerDelta, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The inspect object for ``ds`` (module docstring). ``details`` keeps ``DETAIL_KEYS`` in each layer
-    (for the human table); ``progress(i, n, layer)`` is called before each layer. Loading and pure
+    (for the human table); ``progress(i, n, layer)`` is called before each layer and
+    ``on_layer(delta, record)`` after it (to read a layer's ``meta`` while it is loaded). Loading and pure
     low-rank layers run single-threaded; dense and sparse work keeps every torch thread."""
     layers, warnings = [], list(ds.warnings)
     total: int | None = 0
@@ -103,6 +105,8 @@ def inspect_deltaset(ds: DeltaSet, top_k: int = TOP_K, details: bool = False,
             delta = ds[name]
         with torch_threads(1 if delta.rank_bound is not None else threads):
             rec, warn = inspect_layer(delta, top_k)
+        if on_layer is not None:
+            on_layer(delta, rec)
         layers.append(rec if details else {k: rec[k] for k in LAYER_KEYS})
         warnings += warn
         total = None if total is None or rec["n_params"] is None else total + rec["n_params"]

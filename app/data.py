@@ -20,7 +20,7 @@ from .sources import fingerprint
 __all__ = [
     "load_deltaset", "source_summary", "rank_table", "spectra", "sparsity_table", "layer_heatmap",
     "layer_spy", "layer_norms", "trajectory", "inspect_json", "monte_carlo", "compression_table",
-    "schedule_curves", "layer_names", "mora_rank_curve", "prop1_point", "report_files",
+    "schedule_curves", "layer_names", "mora_rank_curve", "prop1_point", "report_files", "survey_query",
 ]
 
 Key = tuple[int, int]
@@ -215,3 +215,15 @@ def _report_files(items: tuple[tuple[str, str, Key], ...], r: int) -> dict[str, 
 def report_files(items: tuple[tuple[str, str], ...], r: int = 8) -> dict[str, bytes]:
     """The HTML, CSV and JSON report of (label, path) sources, as bytes (rebuilt when a file changes)."""
     return _report_files(tuple((label, path, fingerprint(path)) for label, path in items), r)
+
+
+@st.cache_data(max_entries=256, show_spinner="Aggregating the survey table…")
+def _survey(path: str, key: Key, name: str, args: tuple) -> Any:
+    from .survey import query
+
+    return getattr(query, name)(path, *args)
+
+
+def survey_query(path: str, name: str, *args: Any) -> Any:
+    """``app.survey.query.<name>(path, *args)`` (bounded aggregates), cached by path and fingerprint."""
+    return _survey(path, fingerprint(path), name, args)
