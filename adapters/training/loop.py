@@ -47,16 +47,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def fit_schedule(method: str, config: dict[str, Any], steps: int) -> dict[str, Any]:
-    """Scale a method's step-counted schedule to a run of ``steps`` (only fields the config has and the
-    caller did not set): RoseLoRA prunes from 10 % to 60 % of the run; RoSA warms its LoRA part up for
-    min(64, steps/5) steps. (NOLA's per-module seeds come from the run's seeded RNG.)"""
-    fields = set(getattr(METHODS[method].config_cls, "__dataclass_fields__", {}))
-    wanted: dict[str, Any] = {}
-    if method == "roselora":
-        wanted = {"t_init": max(1, steps // 10), "t_final": max(2, (steps * 6) // 10), "total_steps": steps}
-    elif method == "rosa":
-        wanted = {"warmup_steps": max(1, min(64, steps // 5))}
-    return {**{k: v for k, v in wanted.items() if k in fields}, **config}
+    """Scale a method's step-counted schedule to a run of ``steps`` (``MethodSpec.fit_schedule``: only
+    fields the config has and the caller did not set)."""
+    return METHODS[method].fit_schedule(config, steps)
 
 
 @dataclasses.dataclass
