@@ -44,6 +44,9 @@ class MethodSpec:
         label, color: display name and chart colour.
         budget: the rule choosing config kwargs for a parameter budget (None: no budget matching).
         budget_knob: the integer knob a per-layer budget match may vary by ±1 (e.g. ``"r"``).
+        budget_extra: ``budget_extra(shapes)``, parameters the method adds on top of a matched budget
+            (DoRA's magnitude vectors, Σ out: it is compared at LoRA's rank, as in its paper); they
+            are counted in ``n_params`` and reported, not matched.
         schedule: ``schedule(steps) -> config kwargs`` scaling step-counted schedules to a run.
         sparse: ΔW is sparse by construction (its Proposition-1 and sparsity views apply).
         lr_scale: learning-rate centre relative to LoRA's, from the official training scripts.
@@ -57,6 +60,7 @@ class MethodSpec:
     color: str = "#7F7F7F"
     budget: BudgetRule | None = None
     budget_knob: str | None = None
+    budget_extra: Callable[[Sequence[Shape]], int] | None = None
     schedule: Callable[[int], dict[str, Any]] | None = None
     sparse: bool = False
     lr_scale: float = 1.0
@@ -72,6 +76,10 @@ class MethodSpec:
     def n_params(self, config: dict[str, Any], out_features: int, in_features: int) -> int:
         """Trainable parameters on one (out, in) matrix: the config's own ``n_params``."""
         return int(self.config(**config).n_params(int(in_features), int(out_features)))
+
+    def extra_params(self, shapes: Sequence[Shape]) -> int:
+        """Parameters outside the budget match over layers of ``shapes`` (out, in); 0 for most methods."""
+        return int(self.budget_extra(shapes)) if self.budget_extra is not None else 0
 
     def fit_schedule(self, config: dict[str, Any], steps: int) -> dict[str, Any]:
         """``config`` with the step-counted fields the caller did not set scaled to ``steps``."""
