@@ -47,7 +47,7 @@ class MethodSpec:
         budget_extra: ``budget_extra(shapes)``, parameters the method adds on top of a matched budget
             (DoRA's magnitude vectors, Σ out: it is compared at LoRA's rank, as in its paper); they
             are counted in ``n_params`` and reported, not matched.
-        schedule: ``schedule(steps) -> config kwargs`` scaling step-counted schedules to a run.
+        schedule: ``schedule(config, steps) -> config kwargs`` scaling step-counted schedules to a run.
         sparse: ΔW is sparse by construction (its Proposition-1 and sparsity views apply).
         lr_scale: learning-rate centre relative to LoRA's, from the official training scripts.
         order: position in menus and tables (then the key).
@@ -61,7 +61,7 @@ class MethodSpec:
     budget: BudgetRule | None = None
     budget_knob: str | None = None
     budget_extra: Callable[[Sequence[Shape]], int] | None = None
-    schedule: Callable[[int], dict[str, Any]] | None = None
+    schedule: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
     sparse: bool = False
     lr_scale: float = 1.0
     order: int = 100
@@ -83,7 +83,7 @@ class MethodSpec:
 
     def fit_schedule(self, config: dict[str, Any], steps: int) -> dict[str, Any]:
         """``config`` with the step-counted fields the caller did not set scaled to ``steps``."""
-        wanted = self.schedule(int(steps)) if self.schedule is not None else {}
+        wanted = self.schedule(dict(config), int(steps)) if self.schedule is not None else {}
         fields = config_fields(self.config_cls)
         return {**{k: v for k, v in wanted.items() if k in fields}, **config}
 

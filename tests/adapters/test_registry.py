@@ -136,3 +136,8 @@ def test_importing_analysis_loads_no_method_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_rosa_without_lora_part_has_no_warmup() -> None:
+    assert METHODS["rosa"].fit_schedule({"r": 0, "density": 0.1}, 100)["warmup_steps"] == 0
+    assert METHODS["rosa"].fit_schedule({"r": 2}, 100)["warmup_steps"] == 20
