@@ -189,8 +189,10 @@ def report_json(rep: Report) -> str:
 
 def report_csv(rep: Report) -> str:
     """One row per (source, layer) with the inspect columns (``CSV_COLUMNS``)."""
-    frames_ = [_table_from_inspect(o).assign(source=o["label"]) for o in rep.sources]
-    df = pd.concat(frames_, ignore_index=True)[CSV_COLUMNS]
+    from analysis.deltas import align_tables  # the Compare page's side-by-side table
+
+    side = align_tables([(o["label"], _table_from_inspect(o)) for o in rep.sources])
+    df = side[side["present"]][CSV_COLUMNS]  # each source's own layers (no placeholder rows in the CSV)
     buf = io.StringIO()
     df.to_csv(buf, index=False, lineterminator="\n")
     return buf.getvalue()
