@@ -71,7 +71,7 @@ def _rank_table(path: str, key: Key) -> pd.DataFrame:
 
 
 def rank_table(path: str) -> pd.DataFrame:
-    """``analysis.rank.rank_table`` of the checkpoint (one row per layer; columns in API.md)."""
+    """``analysis.rank.rank_table`` of the checkpoint (one row per layer; columns ``analysis.rank.RANK_COLUMNS``)."""
     return _rank_table(path, fingerprint(path))
 
 

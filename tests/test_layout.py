@@ -40,3 +40,13 @@ def test_streamlit_only_in_app() -> None:
     for pkg in ("adapters", "analysis"):
         for path in (REPO / pkg).rglob("*.py"):
             assert not any(n.startswith("streamlit") for n in _imports(path)), path
+
+
+def test_docstrings_point_to_files_in_the_repository() -> None:
+    """Every ``docs/*.md`` / ``*/README.md`` a source file names exists in the repository."""
+    import re
+
+    for pkg in ("adapters", "analysis", "app", "bench", "tests"):
+        for path in (REPO / pkg).rglob("*.py"):
+            for ref in re.findall(r"\b((?:docs|bench|sample_checkpoints)/[\w./-]+\.md)\b", path.read_text(encoding="utf-8")):
+                assert (REPO / ref).is_file(), f"{path} names {ref}, which is not in the repository"

@@ -1,4 +1,4 @@
-"""The methods' official formats (formats.md section 3), read as PEFT-style folders or files.
+"""The methods' official formats (docs/formats.md), read as PEFT-style folders or files.
 
 - RoSA (IST-DASLab/peft-rosa, ``peft_type: ROSA``): ``rosa_A.weight`` (r, in), ``rosa_B.weight`` (out, r)
   and a CSR sparse part ``rosa_spa.values`` (nnz,), ``row_offs`` (out+1,) int32, ``col_idx`` (nnz,)

@@ -68,7 +68,7 @@ def _pick_tuner(ptype: str, cfg: dict[str, Any]) -> Tuner | None:
     return TUNERS.get(ptype) if ptype not in ("MORA", "NOLA") else None
 
 
-# LoRA variants that change the maths (formats.md 1.2 / 1.4)
+# LoRA variants that change the maths (docs/formats.md)
 _UNSUPPORTED_LORA = {"use_bdlora": "BD-LoRA", "kasa_config": "KaSA", "use_qalora": "QA-LoRA",
                      "arrow_config": "Arrow", "alora_invocation_tokens": "aLoRA"}
 
