@@ -73,7 +73,7 @@ def _rank_table(path: str, key: Key) -> pd.DataFrame:
 
 
 def rank_table(path: str) -> pd.DataFrame:
-    """``analysis.rank.rank_table`` of the checkpoint (one row per layer; columns ``analysis.rank.RANK_COLUMNS``)."""
+    """``analysis.rank.rank_table`` of the checkpoint (one row per layer; columns in API.md)."""
     return _rank_table(path, fingerprint(path))
 
 
