@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,17 +94,25 @@ class _Methods(Mapping[str, MethodSpec]):
 
     def __init__(self) -> None:
         self._specs: dict[str, MethodSpec] = {}
-        self._loaded = False
+        self._loaded = self._loading = False
+        self._lock = threading.RLock()  # app sessions run in threads: the first look-up loads once
 
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
-        import adapters
+        with self._lock:
+            if self._loaded or self._loading:  # loading: a method module looked a method up while importing
+                return
+            self._loading = True
+            try:
+                import adapters
 
-        for info in pkgutil.iter_modules(adapters.__path__):
-            if not info.ispkg:
-                importlib.import_module(f"adapters.{info.name}")
+                for info in pkgutil.iter_modules(adapters.__path__):
+                    if not info.ispkg:
+                        importlib.import_module(f"adapters.{info.name}")
+                self._loaded = True
+            finally:
+                self._loading = False
 
     def _sorted(self) -> list[str]:
         self._load()
