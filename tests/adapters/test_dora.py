@@ -133,3 +133,12 @@ def test_no_method_key_in_generic_code() -> None:
     for folder in ("app", "analysis", "adapters/training"):
         for path in (REPO / folder).rglob("*.py"):
             assert not re.search(r"\bdora\b", path.read_text(encoding="utf-8")), path
+
+
+def test_train_help_lists_every_registered_method(capsys) -> None:
+    from app import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a registered method: " + ", ".join(adapters.METHODS) in out and "dora" in out
