@@ -33,7 +33,7 @@ import pandas as pd
 
 from adapters.formats.csvsafe import csv_text
 
-from . import charts, frames
+from . import charts, frames, methods
 
 __all__ = ["ReportSource", "Report", "build_report", "report_html", "report_csv", "report_json", "file_digests",
            "CSV_COLUMNS", "safe_json_for_html"]
@@ -141,8 +141,9 @@ def build_report(sources: Sequence[ReportSource], options: dict[str, Any] | None
     for layer in picked:
         rep.heatmaps.append((layer, [(s.label, frames.heatmap_dict(s.deltas[layer], cells)) for s in sources]))
 
-    sparse = [s for s in sources if s.deltas.method in frames.SPARSE_METHODS
-              or any(lay.get("method") in frames.SPARSE_METHODS for lay in objs[sources.index(s)]["layers"])]
+    sparse_keys = methods.sparse_keys()
+    sparse = [s for s in sources if s.deltas.method in sparse_keys
+              or any(lay.get("method") in sparse_keys for lay in objs[sources.index(s)]["layers"])]
     if sparse:
         from analysis.sparsity import monte_carlo_sparsity, sparsity_table
 
@@ -194,8 +195,10 @@ def report_json(rep: Report) -> str:
 
 def report_csv(rep: Report) -> str:
     """One row per (source, layer) with the inspect columns (``CSV_COLUMNS``)."""
-    frames_ = [_table_from_inspect(o).assign(source=o["label"]) for o in rep.sources]
-    df = pd.concat(frames_, ignore_index=True)[CSV_COLUMNS]
+    from analysis.deltas import align_tables  # the Compare page's side-by-side table
+
+    side = align_tables([(o["label"], _table_from_inspect(o)) for o in rep.sources])
+    df = side[side["present"]][CSV_COLUMNS]  # each source's own layers (no placeholder rows in the CSV)
     return csv_text(df)  # text cells that a spreadsheet would run as formulas get a leading '
 
 

@@ -77,7 +77,7 @@ def load(path: str | os.PathLike, base: Any = None, *, adapter: str | None = Non
 
         return load_kohya(s.path, s.tensors, bw, check=check)
     if s.kind == "nola":
-        from .official import load_nola_file
+        from .peft_folder import load_nola_file
 
         return load_nola_file(s.path, s.tensors, bw, check=check)
     if bw is None:

@@ -10,7 +10,8 @@ st.caption("Every adapted layer's weight update ΔW (shape output × input featu
            "really uses (rank), how much of it is exactly zero (sparsity), and where its mass sits.")
 srcs = pick_sources()
 by_label = {s.label: s for s in srcs}
-label = st.selectbox("Checkpoint", list(by_label), help="Choose among the active sources in the sidebar.")
+label = st.selectbox("Checkpoint", list(by_label), key="inspect_source",
+                     help="Choose among the active sources in the sidebar.")
 src = by_label[label]
 
 with guard(label):
@@ -58,7 +59,7 @@ with guard(label):
     right.plotly_chart(charts.block_figure(table), width="stretch")
 
     st.subheader("One layer up close")
-    layer = st.selectbox("Layer", list(table["layer"]))
+    layer = st.selectbox("Layer", list(table["layer"]), key="inspect_layer")
     row = table.set_index("layer").loc[layer]
     shape = (int(row["out_features"]), int(row["in_features"]))
     left, right = st.columns(2)

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from adapters.delta import CheckpointError
 from adapters.formats import load
 from tests.fuzz_corrupt import check_case, corrupt_safetensors, mutate_json
-from tests.test_fuzz_loaders import FUZZ
+from tests.formats.test_fuzz_loaders import FUZZ
 
 OUTCOMES: dict[str, Counter] = {}
 

@@ -18,7 +18,7 @@ from tests.app_fixtures import make_checkpoints, roselora_file
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MAIN = str(REPO / "app" / "main.py")
 HOSTILE = "</script><img src=x onerror=alert(2)>"
 

@@ -17,7 +17,7 @@ import adapters.formats.atomic as atomic
 from adapters.delta import DeltaSet, LayerDelta, LowRank
 from adapters.formats.native import load_native, save_native
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def deltas(value: float, n: int = 8) -> DeltaSet:

@@ -15,7 +15,7 @@ import torch
 
 from adapters.delta import CheckpointError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("adapters", "analysis", "app", "bench")
 
 
