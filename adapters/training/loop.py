@@ -3,8 +3,9 @@
 Per step: loss -> backward -> every adapter's ``before_step(step)`` -> Adam step over the adapters'
 ``param_groups(lr)`` -> ``after_step(step)``. Seeded: the task's data comes from CPU generators and
 the adapters are initialised under ``torch.manual_seed(seed)``, so a CPU run is bit-for-bit
-reproducible. A NaN/Inf guard stops at the first non-finite loss or parameter, restores the last
-good state (the state whose loss was finite) and says which step broke.
+reproducible. A divergence guard stops at the first non-finite loss or parameter, or the first loss
+above ``divergence_factor`` times the first step's, restores the last good state (the state whose
+loss was in bounds) and says which step broke.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from ..registry import METHODS
 from .budget import match_layer_configs, param_count
 from .tasks import Task, make_task
 
-__all__ = ["TrainResult", "train", "resolve_device", "fit_schedule", "Progress"]
+__all__ = ["TrainResult", "train", "resolve_device", "fit_schedule", "Progress", "DIVERGENCE_FACTOR"]
+
+#: the default divergence guard: stop when the loss exceeds this multiple of the first step's loss
+DIVERGENCE_FACTOR = 1000.0
 
 #: progress(steps_done, total_steps, info) with info = {"loss": float, ...}
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -48,14 +52,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def fit_schedule(method: str, config: dict[str, Any], steps: int) -> dict[str, Any]:
     """Scale a method's step-counted schedule to a run of ``steps`` (only fields the config has and the
-    caller did not set): RoseLoRA prunes from 10 % to 60 % of the run; RoSA warms its LoRA part up for
-    min(64, steps/5) steps. (NOLA's per-module seeds come from the run's seeded RNG.)"""
+    caller did not set): RoseLoRA prunes from 10 % to 60 % of the run (within the run for any steps ≥ 1);
+    RoSA warms its LoRA part up for min(64, steps/5) steps (none when r = 0). (NOLA's per-module seeds come from the run's seeded RNG.)"""
     fields = set(getattr(METHODS[method].config_cls, "__dataclass_fields__", {}))
     wanted: dict[str, Any] = {}
-    if method == "roselora":
-        wanted = {"t_init": max(1, steps // 10), "t_final": max(2, (steps * 6) // 10), "total_steps": steps}
-    elif method == "rosa":
-        wanted = {"warmup_steps": max(1, min(64, steps // 5))}
+    if method == "roselora":  # t_init <= t_final <= steps for any steps >= 1
+        t_init = min(steps, max(1, steps // 10))
+        wanted = {"t_init": t_init, "t_final": min(steps, max(t_init + 1, (steps * 6) // 10)), "total_steps": steps}
+    elif method == "rosa":  # no LoRA part (r = 0): nothing to warm up, collect the mask at once
+        wanted = {"warmup_steps": 0 if config.get("r", 1) == 0 else max(1, min(64, steps // 5))}
     return {**{k: v for k, v in wanted.items() if k in fields}, **config}
 
 
@@ -175,6 +180,7 @@ def train(
     snapshot_steps: list[int] | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
+    divergence_factor: float | None = DIVERGENCE_FACTOR,
 ) -> TrainResult:
     """Train ``method`` on ``task`` and return the result (model, deltas, metrics, trajectory).
 
@@ -189,6 +195,8 @@ def train(
         eval_every: steps between metric evaluations (default: steps // 10; always at the end).
         snapshot_steps: steps (1-based counts of finished steps, 0 = before training) whose ΔW is kept.
         checkpoint, checkpoint_every: write the last good state to this file every N steps and at the end.
+        divergence_factor: stop (keeping the last good state) when a loss exceeds this multiple of the
+            first step's loss (a positive one); > 1, or None for the NaN/Inf guard alone.
     """
 
     dev = resolve_device(device)
@@ -199,6 +207,8 @@ def train(
     lr = float(lr if lr is not None else t.default_lr)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if divergence_factor is not None and not divergence_factor > 1:
+        raise ValueError(f"divergence_factor must be > 1 (or None: no bound), got {divergence_factor}")
     shapes = [(o, i) for _, o, i in t.shapes()]
     if config is None:
         budget = int(budget if budget is not None else t.default_budget)
@@ -229,7 +239,7 @@ def train(
         rows: list[dict[str, Any]] = []
         good = _Snapshot(model)
         stopped: str | None = None
-        done = 0
+        done, first = 0, float("nan")
         start = time.perf_counter()
         for step in range(steps):
             t0 = time.perf_counter()
@@ -239,9 +249,13 @@ def train(
             batch = tuple(b.to(dev) for b in t.batch(step))
             loss = t.loss(model, batch)
             lv = float(loss.detach())
-            if not math.isfinite(lv):
+            first = lv if step == 0 else first  # the guard's reference: the untrained loss
+            too_big = (divergence_factor is not None and math.isfinite(lv) and first > 0
+                       and lv > divergence_factor * first)
+            if not math.isfinite(lv) or too_big:
                 done = max(0, done - 1)  # the state after `step` steps is bad: keep the one before it
-                stopped = (f"training stopped at step {step}: the loss became {lv} "
+                grew = f", over {divergence_factor:g}x the first step's {first:.4g}" if too_big else ""
+                stopped = (f"training stopped at step {step}: the loss became {lv:.6g}{grew} "
                            f"(learning rate {lr:g} too high?); kept the last good state (after {done} steps)")
                 break
             good.take()  # this state's loss is finite: it is the last good one

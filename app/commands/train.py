@@ -10,7 +10,7 @@ HELP = "train one adapter on a built-in task"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="lowrank, memorize, sparse-edit, lowrank-plus-sparse or digits-shift")
+    p.add_argument("--task", required=True, help="lowrank, memorize, sparse-edit, lowrank-plus-sparse, digits-shift or uuid")
     p.add_argument("--method", required=True, help="lora, rosa, nola, mora or roselora")
     add_run_arguments(p)
     p.add_argument("--checkpoint-every", type=int, default=None,
