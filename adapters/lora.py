@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .base import AdapterLinear
 from .delta import LayerDelta, LowRank
+from .knobs import integer_rule
 from .registry import register
 from .validate import check_dropout, resolve_alpha
 
@@ -60,8 +61,12 @@ class LoraConfig:
         """r · (in + out)."""
         return self.r * (in_features + out_features)
 
+    def max_rank(self, in_features: int, out_features: int) -> int:
+        return min(self.r, in_features, out_features)
 
-@register("lora", LoraConfig)
+
+@register("lora", LoraConfig, label="LoRA", color="#0072B2", lr_scale=1.0, order=0,
+          budget=integer_rule("r"), budget_knob="r")
 class LoraLinear(AdapterLinear):
     """``nn.Linear`` + s · B @ A. ``lora_A`` (r, in), ``lora_B`` (out, r) as in PEFT."""
 

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from .base import AdapterLinear
 from .delta import LayerDelta, LowRank, SparsePart
+from .knobs import integer_rule
 from .registry import register
 from .seeded import SEED_HIGH, SeedBuffers, draw_seeds, seeded_orthonormal
 from .validate import check_dropout
@@ -85,6 +86,15 @@ class MoraConfig:
         """r̂² with r̂ = square_rank(in, out, r, operator)."""
         return square_rank(in_features, out_features, self.r, self.operator) ** 2
 
+    def max_rank(self, in_features: int, out_features: int) -> int:
+        """rank(ΔW) bound: min(d, k) for the block-diagonal rotation/decouple, else r̂ (capped at d, k)."""
+        if self.operator in ("rotation", "decouple"):
+            return min(in_features, out_features)
+        return min(square_rank(in_features, out_features, self.r, self.operator), in_features, out_features)
+
+    def extra_columns(self, in_features: int, out_features: int) -> dict[str, int]:
+        return {"r_hat": square_rank(in_features, out_features, self.r, self.operator)}
+
 
 def _rotate_half(x: Tensor) -> Tensor:
     """(x_0..x_{h-1}, x_h..x_{2h-1}) ↦ (−x_h.., x_0..) along the last dim (RoPE's rotate-half)."""
@@ -92,7 +102,8 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-@register("mora", MoraConfig)
+@register("mora", MoraConfig, label="MoRA", color="#CC79A7", lr_scale=0.5, order=3, budget_knob="r",
+          budget=integer_rule("r", lambda o: {} if o.get("mora_operator") is None else {"operator": o["mora_operator"]}))
 class MoraLinear(SeedBuffers, AdapterLinear):
     """``nn.Linear`` + f_decomp ∘ M ∘ f_comp. Parameter ``M`` (r̂, r̂); ``square_rank`` = r̂.
 

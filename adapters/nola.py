@@ -29,6 +29,7 @@ and again in backward and saves nothing but the seed, so they only exist transie
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,16 @@ class NolaConfig:
         """LoRA's r(in + out) over NOLA's k + l at the same rank."""
         return self.r * (in_features + out_features) / self.n_params(in_features, out_features)
 
+    def max_rank(self, in_features: int, out_features: int) -> int:
+        return min(self.r, in_features, out_features)
+
+
+def budget_rule(budget: int, shapes: Sequence[tuple[int, int]], count: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """k + l = budget / layers (k = ⌊·/2⌋), at the rank ``nola_r`` (default 8)."""
+    per = max(2, round(budget / len(shapes)))
+    k = per // 2
+    return {"r": options.get("nola_r", 8), "num_basis_a": k, "num_basis_b": per - k}
+
 
 def _combination(coef: Tensor, basis: Tensor) -> Tensor:
     """Σ_i coef_i · basis_i for coef (K,), basis (K, *shape): one (1, K) @ (K, Π shape) product, the
@@ -124,7 +135,7 @@ class _SeededCombination(torch.autograd.Function):
         return basis.flatten(1) @ grad.reshape(-1).to(dtype), None, None, None
 
 
-@register("nola", NolaConfig)
+@register("nola", NolaConfig, label="NOLA", color="#009E73", lr_scale=10.0, order=2, budget=budget_rule)
 class NolaLinear(SeedBuffers, AdapterLinear):
     """``nn.Linear`` + s · B(β) @ A(α). Parameters ``coef_a`` (k,) and ``coef_b`` (l,), both zero at init;
     buffer ``seeds`` = (seed of A0, seed of the A bases, seed of the B bases), int64."""

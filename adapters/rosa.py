@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -40,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .delta import LayerDelta, LowRank, SparsePart
+from .knobs import BudgetError, Count, Shape, largest_fraction
 from .lora import LoraLinear, lora_scale
 from .registry import register
 from .schedules import rosa_phase
@@ -116,6 +118,26 @@ class RosaConfig:
         """r · (in + out) + ⌊density · out · in⌋."""
         return self.r * (in_features + out_features) + self.n_sparse(in_features, out_features)
 
+    def max_rank(self, in_features: int, out_features: int) -> int:
+        """The bound of the low-rank part (S adds up to min(d, k) more)."""
+        return min(self.r, in_features, out_features)
+
+
+def budget_rule(budget: int, shapes: Sequence[Shape], count: Count, options: Mapping[str, Any]) -> dict[str, Any]:
+    """r from a share of the budget (``rosa_lowrank_share``, default ½), then the density for the rest."""
+    total_io = sum(o + i for o, i in shapes)
+    share = options.get("rosa_lowrank_share", 0.5)
+    r = max(0, min(round(share * budget / total_io), budget // total_io))
+    d = largest_fraction(lambda x: count({"r": r, "density": x}, shapes), budget)
+    if r == 0 and d == 0.0:
+        raise BudgetError(f"rosa: a budget of {budget} is too small for any sparse entry")
+    return {"r": r, "density": d}
+
+
+def fit_schedule(steps: int) -> dict[str, int]:
+    """The LoRA-only warm-up: min(64, steps / 5) steps (at least 1)."""
+    return {"warmup_steps": max(1, min(64, steps // 5))}
+
 
 def _top_entries(score: Tensor, k: int) -> Tensor:
     """(2, k) row-major-sorted (row, col) of the k largest entries of ``score`` (out, in)."""
@@ -127,7 +149,8 @@ def _after_load(module: "RosaLinear", _incompatible: Any) -> None:
     module._sync_loaded()
 
 
-@register("rosa", RosaConfig)
+@register("rosa", RosaConfig, label="RoSA", color="#E69F00", sparse=True, lr_scale=1.0, order=1,
+          budget=budget_rule, schedule=fit_schedule)
 class RosaLinear(LoraLinear):
     """``nn.Linear`` + s · B @ A + S. ``sparse_values`` (nnz,) trains; ``sparse_indices`` (2, nnz)
     and ``mask_ready`` are buffers (saved with the adapter state)."""

@@ -27,29 +27,20 @@ from fractions import Fraction
 import torch
 from torch import Tensor, nn
 
+from .bounds import prop1_bound
+from .knobs import integer_rule
 from .lora import LoraLinear, lora_scale
 from .registry import register
 from .schedules import cubic_keep_fraction
 from .validate import check_dropout, resolve_alpha
 
-__all__ = ["RoseLoraConfig", "RoseLoraLinear", "prop1_bound", "n_pruned"]
+__all__ = ["RoseLoraConfig", "RoseLoraLinear", "prop1_bound", "n_pruned", "fit_schedule"]
 
 
 def n_pruned(keep: float, n: int) -> int:
     """Entries a row (or column) of length n loses at keep fraction τ: ⌊(1 − τ) · n⌋, exact for
     the decimal τ (0.9 of 10 prunes 1, not 0 as float round-off would)."""
     return math.floor((1 - Fraction(repr(float(keep)))) * n)
-
-
-def prop1_bound(row_sparsity_a: Tensor | list[float], col_sparsity_b: Tensor | list[float]) -> float:
-    """Proposition 1: s(B A) ≥ max{0, 1 − Σ_i (1 − s(A_i*)) (1 − s(B_*i))} for (r,) sparsities.
-
-    The one implementation of the bound: ``analysis.sparsity`` re-exports it."""
-    sa = torch.as_tensor(row_sparsity_a, dtype=torch.float64)
-    sb = torch.as_tensor(col_sparsity_b, dtype=torch.float64)
-    if sa.shape != sb.shape:
-        raise ValueError(f"need one sparsity per rank component: A has {tuple(sa.shape)}, B has {tuple(sb.shape)}")
-    return max(0.0, 1.0 - float(((1 - sa) * (1 - sb)).sum()))
 
 
 @dataclass(frozen=True)
@@ -106,8 +97,23 @@ class RoseLoraConfig:
         """r · (in + out)."""
         return self.r * (in_features + out_features)
 
+    def nonzero_params(self, in_features: int, out_features: int) -> int:
+        """Factor entries left nonzero at the final keep fraction: r · (in − ⌊(1 − τ) in⌋ + out − ⌊(1 − τ) out⌋)."""
+        return self.r * (in_features - n_pruned(self.keep, in_features) + out_features - n_pruned(self.keep, out_features))
 
-@register("roselora", RoseLoraConfig)
+    def max_rank(self, in_features: int, out_features: int) -> int:
+        return min(self.r, in_features, out_features)
+
+
+def fit_schedule(steps: int) -> dict[str, int]:
+    """Pruning from 10 % to 60 % of a run of ``steps`` (t_init ≤ t_final ≤ total_steps, also for 1 step)."""
+    return {"t_init": min(steps, max(1, steps // 10)), "t_final": min(steps, max(2, (steps * 6) // 10)),
+            "total_steps": steps}
+
+
+@register("roselora", RoseLoraConfig, label="RoseLoRA", color="#D55E00", sparse=True, lr_scale=1.0, order=4,
+          budget=integer_rule("r", lambda o: {"keep": o.get("roselora_keep", 0.1)}), budget_knob="r",
+          schedule=fit_schedule)
 class RoseLoraLinear(LoraLinear):
     """LoRA whose factors are pruned entry-wise per row of A / column of B after every step.
 

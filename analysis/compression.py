@@ -1,13 +1,19 @@
 """Trainable parameters per method for any layer shapes, NOLA's compression and MoRA's rank at LoRA's budget.
 
-Per adapted matrix W0 ∈ ℝ^{d×k} (d = out_features, k = in_features), methods.md §7:
+Every count is the method's own ``Config.n_params(in_features, out_features)``, read through the
+method registry (``adapters.registry.METHODS``), so this table and the trained adapters agree by
+construction; a method's config may add ``nonzero_params`` (RoseLoRA: entries left after pruning),
+``max_rank`` and ``extra_columns`` (MoRA's r̂). The registry is imported when a table is built, not
+when this module is imported: ``analysis`` loads no method module on import.
+
+Per adapted matrix W0 ∈ ℝ^{d×k} (d = out_features, k = in_features), for reference (docs/methods.md):
 
     LoRA      r (d + k)
     RoSA      r (d + k) + ⌊density · d · k⌋
     NOLA      num_basis_a + num_basis_b                 (independent of r and the shape)
-    MoRA      r̂²,  r̂ = ⌊√((d + k) r)⌋ (paper; the code rounds to nearest, and to even for rotation)
-    RoseLoRA  r (d + k) trained (dense); nonzero after pruning ≈ r τ (d + k): per row of A / column
-              of B the official kthvalue rule keeps n − ⌊(1 − τ) n⌋ + 1 entries (capped at n).
+    MoRA      r̂²,  r̂ = ⌊√((d + k) r)⌋ (paper; the official code rounds to nearest; rotation: even r̂)
+    RoseLoRA  r (d + k) trained (dense); nonzero after pruning r (d − ⌊(1 − τ) d⌋ + k − ⌊(1 − τ) k⌋).
+              The official kthvalue rule keeps one more per row/column (``roselora_nonzero``).
 
 NOLA's ratio is against LoRA at the same r, and against LoRA's rank-one floor d + k (LoRA can never
 go below it). MoRA's maximum rank at LoRA's budget: r̂ for the sharing operators, min(d, k) for
@@ -18,15 +24,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 
-__all__ = ["METHODS", "LayerShape", "PRESETS", "method_params", "roselora_kept", "roselora_nonzero",
+__all__ = ["BASELINE", "methods", "LayerShape", "PRESETS", "method_params", "roselora_kept", "roselora_nonzero",
            "nola_compression_ratio", "NolaRatio", "mora_square_rank", "mora_max_rank", "compression_table",
            "model_totals"]
 
-METHODS = ("lora", "rosa", "nola", "mora", "roselora")
+BASELINE = "lora"  #: the method every ratio is taken against
+#: the shared hyper-parameters of the tables; each method reads the ones its config has
+KNOBS = dict(r=8, density=0.003, num_basis_a=64, num_basis_b=64, keep=0.05, operator="rotation")
+
+
+def _registry() -> Any:
+    from adapters.registry import METHODS  # at call time: importing analysis loads no method module
+
+    return METHODS
+
+
+def methods() -> tuple[str, ...]:
+    """The registered method keys, in the registry's order."""
+    return tuple(_registry())
+
+
+def _config(method: str, knobs: dict[str, Any]) -> Any:
+    from adapters.registry import knob_config
+
+    reg = _registry()
+    if method not in reg:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(reg)}")
+    return reg[method].config(**knob_config(method, knobs))
 
 
 class LayerShape(NamedTuple):
@@ -79,21 +107,14 @@ def roselora_nonzero(out_features: int, in_features: int, r: int, keep: float) -
     return r * (roselora_kept(in_features, keep) + roselora_kept(out_features, keep))
 
 
-def method_params(method: str, out_features: int, in_features: int, *, r: int = 8, density: float = 0.003,
-                  num_basis_a: int = 64, num_basis_b: int = 64, keep: float = 0.05, nonzero: bool = False) -> int:
-    """Trainable parameters of ``method`` on one (out, in) matrix (``nonzero``: RoseLoRA's count after pruning)."""
+def method_params(method: str, out_features: int, in_features: int, *, nonzero: bool = False, **knobs: Any) -> int:
+    """Trainable parameters of ``method`` on one (out, in) matrix, from its config built from the
+    shared ``knobs`` (defaults ``KNOBS``); ``nonzero``: the config's ``nonzero_params`` when it has one."""
+    cfg = _config(method, {**KNOBS, **knobs})
     d, k = int(out_features), int(in_features)
-    if method == "lora":
-        return r * (d + k)
-    if method == "rosa":
-        return r * (d + k) + math.floor(density * d * k)
-    if method == "nola":
-        return int(num_basis_a) + int(num_basis_b)
-    if method == "mora":
-        return mora_square_rank(k, d, r) ** 2
-    if method == "roselora":
-        return roselora_nonzero(d, k, r, keep) if nonzero else r * (d + k)
-    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if nonzero and hasattr(cfg, "nonzero_params"):
+        return int(cfg.nonzero_params(k, d))
+    return int(cfg.n_params(k, d))
 
 
 @dataclass(frozen=True)
@@ -120,31 +141,38 @@ def _shapes(shapes) -> list[LayerShape]:
     return [LayerShape(*s) for s in shapes]
 
 
-def compression_table(shapes, *, methods=METHODS, r: int = 8, density: float = 0.003, num_basis_a: int = 64,
+def compression_table(shapes, *, methods=None, r: int = 8, density: float = 0.003, num_basis_a: int = 64,
                       num_basis_b: int = 64, keep: float = 0.05, mora_operator: str = "rotation") -> pd.DataFrame:
-    """Per (layer shape, method) parameter counts; ``shapes`` is a preset name or (name, out, in[, count]) tuples.
+    """Per (layer shape, method) parameter counts; ``shapes`` is a preset name or (name, out, in[, count]) tuples,
+    ``methods`` defaults to every registered method.
 
     Columns: layer, method, out_features, in_features, count, n_params (per matrix), n_params_total
-    (× count), nonzero_params (RoseLoRA after pruning; the others: = n_params), nonzero_total, max_rank
-    (LoRA/RoSA low-rank part/NOLA/RoseLoRA: r; MoRA: ``mora_max_rank``), r_hat (MoRA only), ratio_vs_lora
-    (LoRA-r params / this method's), ratio_vs_rank_one (d + k over this method's).
+    (× count), nonzero_params (the config's ``nonzero_params``, else = n_params), nonzero_total, max_rank
+    (the config's ``max_rank``: r for LoRA, NOLA, RoseLoRA and RoSA's low-rank part, ``mora_max_rank``
+    for MoRA), the configs' ``extra_columns`` (r_hat for MoRA), ratio_vs_lora (LoRA-r params / this
+    method's), ratio_vs_rank_one (d + k over this method's).
     """
+    knobs = dict(r=r, density=density, num_basis_a=num_basis_a, num_basis_b=num_basis_b, keep=keep,
+                 operator=mora_operator)
+    keys = tuple(methods) if methods is not None else tuple(_registry())
+    configs = {m: _config(m, knobs) for m in (*keys, BASELINE)}
     rows = []
-    hp = dict(r=r, density=density, num_basis_a=num_basis_a, num_basis_b=num_basis_b, keep=keep)
     for s in _shapes(shapes):
-        lora = method_params("lora", s.out_features, s.in_features, **hp)
-        for m in methods:
-            n = method_params(m, s.out_features, s.in_features, **hp)
-            nz = method_params(m, s.out_features, s.in_features, nonzero=True, **hp)
+        d, k = s.out_features, s.in_features
+        lora = configs[BASELINE].n_params(k, d)
+        for m in keys:
+            cfg = configs[m]
+            n = int(cfg.n_params(k, d))
+            nz = int(cfg.nonzero_params(k, d)) if hasattr(cfg, "nonzero_params") else n
+            extra = cfg.extra_columns(k, d) if hasattr(cfg, "extra_columns") else {}
             rows.append({
-                "layer": s.name, "method": m, "out_features": s.out_features, "in_features": s.in_features,
+                "layer": s.name, "method": m, "out_features": d, "in_features": k,
                 "count": s.count, "n_params": n, "n_params_total": n * s.count, "nonzero_params": nz,
                 "nonzero_total": nz * s.count,
-                "max_rank": mora_max_rank(s.in_features, s.out_features, r, mora_operator) if m == "mora"
-                else min(r, s.out_features, s.in_features),
-                "r_hat": mora_square_rank(s.in_features, s.out_features, r) if m == "mora" else None,
+                "max_rank": int(cfg.max_rank(k, d)) if hasattr(cfg, "max_rank") else None,
+                **extra,
                 "ratio_vs_lora": lora / n if n else float("inf"),
-                "ratio_vs_rank_one": (s.out_features + s.in_features) / n if n else float("inf"),
+                "ratio_vs_rank_one": (d + k) / n if n else float("inf"),
             })
     return pd.DataFrame(rows)
 
@@ -155,7 +183,7 @@ def model_totals(shapes, **kwargs) -> pd.DataFrame:
     Columns: layer (``total``), method, n_params, nonzero_params, ratio_vs_lora (LoRA total / this total).
     """
     t = compression_table(shapes, **kwargs).groupby("method", sort=False)[["n_params_total", "nonzero_total"]].sum()
-    lora = compression_table(shapes, **{**kwargs, "methods": ("lora",)})["n_params_total"].sum()
+    lora = compression_table(shapes, **{**kwargs, "methods": (BASELINE,)})["n_params_total"].sum()
     out = pd.DataFrame({"layer": "total", "method": t.index, "n_params": t["n_params_total"].to_numpy(),
                         "nonzero_params": t["nonzero_total"].to_numpy()})
     out["ratio_vs_lora"] = lora / out["n_params"]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from adapters.delta import DeltaSet, LayerDelta
-from adapters.roselora import prop1_bound  # the one implementation of Proposition 1
+from adapters.bounds import prop1_bound  # the one implementation of Proposition 1
 
 from .blocks import BLOCK_ENTRIES, coalesced_sparse, stacked_low_rank, support_row_blocks
 from .spectrum import EXACT_MAX_ENTRIES

@@ -338,6 +338,12 @@ def schedule_figure(curves: pd.DataFrame, observed: pd.DataFrame | None = None,
     return _style(fig, title, "training step", "fraction of entries kept (1 − sparsity)", height=420)
 
 
+def _method_colors(keys: list[str]) -> list[str]:
+    from app.methods import colors  # each method's own colour (adapters.registry)
+
+    return colors(keys)
+
+
 def compression_figure(table: pd.DataFrame, title: str = "Trainable parameters per method") -> go.Figure:
     """Total trainable parameters per method (``table``: ``analysis.compression.compression_table``;
     ``n_params_total`` — per matrix × count — summed over the layer shapes)."""
@@ -346,7 +352,7 @@ def compression_figure(table: pd.DataFrame, title: str = "Trainable parameters p
     col = "n_params_total" if "n_params_total" in table.columns else "n_params"
     tot = table.groupby("method", sort=False)[col].sum().reset_index().rename(columns={col: "n_params"})
     fig = go.Figure(go.Bar(x=[esc(m) for m in tot["method"]], y=tot["n_params"],
-                           marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(tot))],
+                           marker_color=_method_colors(list(tot["method"])),
                            text=[f"{int(v):,}" for v in tot["n_params"]], textposition="outside",
                            hovertemplate="%{x}<br>%{y:,} trainable parameters<extra></extra>"))
     fig.update_yaxes(type="log", exponentformat="SI")

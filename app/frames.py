@@ -12,9 +12,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["spectra_frame", "heatmap_dict", "trajectory_frame", "observed_keep", "summary_row",
-           "bound_points", "mora_rank_curve", "SPARSE_METHODS"]
-
-SPARSE_METHODS = ("roselora", "rosa")
+           "bound_points", "mora_rank_curve"]
 
 
 def spectra_frame(ds, k: int = 64) -> pd.DataFrame:
@@ -91,8 +89,10 @@ def bound_points(label: str, method: str, sparsity_table: pd.DataFrame) -> pd.Da
     cols = ["source", "layer", "prop1_bound", "sparsity"]
     if sparsity_table is None or sparsity_table.empty or "prop1_bound" not in sparsity_table.columns:
         return pd.DataFrame(columns=cols)
-    t = sparsity_table
-    if method not in SPARSE_METHODS and not t["method"].isin(SPARSE_METHODS).any():
+    from app.methods import sparse_keys
+
+    t, sparse = sparsity_table, sparse_keys()
+    if method not in sparse and not t["method"].isin(sparse).any():
         return pd.DataFrame(columns=cols)
     t = t.dropna(subset=["prop1_bound"])
     return pd.DataFrame({"source": label, "layer": t["layer"], "prop1_bound": t["prop1_bound"].astype(float),

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import charts, frames
+from . import charts, frames, methods
 
 __all__ = ["ReportSource", "Report", "build_report", "report_html", "report_csv", "report_json", "file_digests",
            "CSV_COLUMNS", "safe_json_for_html"]
@@ -135,8 +135,9 @@ def build_report(sources: Sequence[ReportSource], options: dict[str, Any] | None
     for layer in _pick_layers(common, int(options.get("heatmap_layers", HEATMAP_LAYERS))):
         rep.heatmaps.append((layer, [(s.label, frames.heatmap_dict(s.deltas[layer], cells)) for s in sources]))
 
-    sparse = [s for s in sources if s.deltas.method in frames.SPARSE_METHODS
-              or any(lay.get("method") in frames.SPARSE_METHODS for lay in objs[sources.index(s)]["layers"])]
+    sparse_keys = methods.sparse_keys()
+    sparse = [s for s in sources if s.deltas.method in sparse_keys
+              or any(lay.get("method") in sparse_keys for lay in objs[sources.index(s)]["layers"])]
     if sparse:
         from analysis.sparsity import monte_carlo_sparsity, sparsity_table
 

@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METHODS", "TaskInfo", "tasks", "devices", "train_to_file"]
+__all__ = ["methods", "TaskInfo", "tasks", "devices", "train_to_file"]
 
-METHODS = ["lora", "rosa", "nola", "mora", "roselora"]
+
+def methods() -> list[str]:
+    """The registered methods (``adapters.registry.METHODS``), in the registry's order."""
+    from app import methods as registered
+
+    return registered.keys()
 
 
 @dataclass(frozen=True)

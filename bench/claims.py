@@ -26,7 +26,6 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
-ORDER = ("lora", "rosa", "nola", "mora", "roselora")
 NOLA_TENTH = "nola/10"  # NOLA at a tenth of the budget
 LR_FACTORS = (1 / 3, 1.0, 3.0)
 #: what "NOLA matches LoRA" means: within these of LoRA's value (error up / accuracy down)
@@ -111,11 +110,12 @@ def _fmt(s: dict[str, Any], name: str) -> str:
 
 
 def task_tables(best: dict[tuple[str, str], dict[str, Any]]) -> str:
+    from adapters.registry import METHODS
     from adapters.training.tasks import TASKS
 
     lines = []
     for task, cls in TASKS.items():
-        entries = [best[(task, v)] for v in (*ORDER, NOLA_TENTH) if (task, v) in best]
+        entries = [best[(task, v)] for v in (*METHODS, NOLA_TENTH) if (task, v) in best]
         if not entries:
             continue
         names = list(cls.headline)
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seeds = args.seeds or (1 if args.small else 3)
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
-    methods = [v for v in ORDER if v in adapters.METHODS]
+    methods = list(adapters.METHODS)  # every registered method, in the registry's order
     variants = methods + ([NOLA_TENTH] if "nola" in methods else [])
     todo = jobs(args.small, seeds, tasks, variants)
     t0 = time.perf_counter()

@@ -30,7 +30,9 @@ def test_roselora_nonzero_matches_worked_example() -> None:
     assert roselora_kept(4096, 0.05) == 206
     assert roselora_nonzero(4096, 4096, 8, 0.05) == 3296
     assert roselora_kept(10, 1.0) == 10
-    assert method_params("roselora", 4096, 4096, r=8, keep=0.05, nonzero=True) == 3296
+    # RankScope prunes exactly ⌊(1 − τ) n⌋ per row/column (adapters/roselora.py): one entry fewer than the
+    # official kthvalue rule, so 8 · 2 · 205 of the factors' entries stay, not 3,296
+    assert method_params("roselora", 4096, 4096, r=8, keep=0.05, nonzero=True) == 3280
 
 
 def test_nola_ratios() -> None:
@@ -56,5 +58,44 @@ def test_preset_and_table_columns() -> None:
     df = compression_table([("q", 4096, 4096)], r=8, keep=0.05)
     assert {"layer", "method", "n_params", "n_params_total", "r_hat", "max_rank", "ratio_vs_lora"} <= set(df.columns)
     rose = df.set_index("method").loc["roselora"]
-    assert rose.nonzero_params == 3296 and rose.n_params == 65536
+    assert rose.nonzero_params == 3280 and rose.n_params == 65536
     assert model_totals("Llama-2-7B", r=16).set_index("method").loc["lora", "n_params"] == 16 * 2_498_560
+
+
+def test_mora_counts_what_the_adapter_trains() -> None:
+    """The issue's example: r̂ = 45 by the formula, but rotation needs an even r̂ = 44 (1,936 parameters)."""
+    assert method_params("mora", 128, 128, r=8) == 44 ** 2
+    assert method_params("mora", 128, 128, r=8, operator="sharing") == 45 ** 2
+
+
+SHAPES = [(7, 11), (11, 7), (64, 64), (128, 128), (96, 33), (33, 96), (300, 17), (1, 50), (50, 1)]
+RANKS = [1, 2, 3, 8, 16]
+
+
+def test_counts_agree_with_the_trained_adapters_on_a_grid() -> None:
+    """Every method × shape × rank: the compression table's count equals the built adapter's trainable
+    parameters (and RoseLoRA's nonzero count equals the entries left after pruning at τ)."""
+    import torch
+    from torch import nn
+
+    import adapters
+    from adapters.registry import knob_config
+
+    checked = 0
+    for d, k in SHAPES:
+        for r in RANKS:
+            table = compression_table([("x", d, k)], r=r, density=0.05, num_basis_a=5, num_basis_b=3, keep=0.3)
+            for row in table.itertuples():
+                knobs = dict(r=r, density=0.05, num_basis_a=5, num_basis_b=3, keep=0.3, operator="rotation")
+                mod = adapters.wrap(nn.Linear(k, d), row.method, **knob_config(row.method, knobs))
+                assert row.n_params == mod.n_params, (row.method, d, k, r)
+                if hasattr(mod, "prune"):  # RoseLoRA: prune with random importance, count the survivors
+                    if row.method == "roselora":
+                        with torch.no_grad():
+                            mod.lora_B.normal_()
+                            mod.importance_A.uniform_(), mod.importance_B.uniform_()
+                        mod.prune(0.3)
+                        nz = int((mod.lora_A != 0).sum() + (mod.lora_B != 0).sum())
+                        assert row.nonzero_params == nz, (d, k, r)
+                checked += 1
+    assert checked >= len(SHAPES) * len(RANKS) * 5

@@ -1,32 +1,24 @@
 """Matched parameter budgets: each method's hyper-parameters chosen so its trainable-parameter count
 over the adapted layers lands within ±5 % of one budget. Counts always come from the method's own
-``Config.n_params(in_features, out_features)``, so they are exact, never re-derived here.
-
-    lora      r                              r · Σ(in + out)
-    rosa      r = share · budget / Σ(in+out), then density d for the rest   r · Σ(in+out) + Σ ⌊d · out · in⌋
-    nola      k + l = budget / n_layers at a chosen rank (``nola_r``)   Σ (k + l)
-    mora      r, giving r̂ = ⌊√((in + out) r)⌋ per layer                 Σ r̂²
-    roselora  r as LoRA, with keep fraction τ (``roselora_keep``)       r · Σ(in + out) trained (≈ τ of them non-zero)
+``Config.n_params(in_features, out_features)``, so they are exact, never re-derived here; which knob
+moves is the method's own rule (``MethodSpec.budget``, in the method's module): e.g. LoRA, RoseLoRA
+and MoRA choose r, NOLA k + l per layer, RoSA r from a share of the budget and a density for the rest.
 
 Shapes are ``(out_features, in_features)`` like ``nn.Linear.weight``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..knobs import BudgetError
 from ..registry import METHODS, make_config
 
 __all__ = ["BudgetError", "match_budget", "match_budget_layers", "match_layer_configs", "param_count",
            "budget_report", "TOLERANCE"]
 
 TOLERANCE = 0.05
-
-
-class BudgetError(ValueError):
-    """No hyper-parameters of a method reach the budget within the tolerance."""
-
 
 Shape = tuple[int, int]
 
@@ -37,63 +29,12 @@ def param_count(method: str, config: dict[str, Any], shapes: Iterable[Shape]) ->
     return sum(int(cfg.n_params(int(i), int(o))) for o, i in shapes)
 
 
-def _closest_int(count: Callable[[int], int], budget: int, lo: int = 1) -> int:
-    """The integer n ≥ lo whose (non-decreasing) ``count(n)`` is closest to ``budget``."""
-    hi = max(lo, 1)
-    while count(hi) < budget:
-        hi *= 2
-    a = lo
-    while a < hi:  # smallest n with count(n) >= budget
-        mid = (a + hi) // 2
-        if count(mid) >= budget:
-            hi = mid
-        else:
-            a = mid + 1
-    cands = [n for n in (a - 1, a) if n >= lo]
-    return min(cands, key=lambda n: (abs(count(n) - budget), n))
-
-
-def _density_for(count: Callable[[float], int], target: int) -> float:
-    """The largest density d ∈ [0, 1] with ``count(d) <= target`` (bisection; count is non-decreasing)."""
-    if target <= 0:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    if count(hi) <= target:
-        return hi
-    for _ in range(64):
-        mid = (lo + hi) / 2
-        if count(mid) <= target:
-            lo = mid
-        else:
-            hi = mid
-    return lo if abs(count(lo) - target) <= abs(count(hi) - target) else hi
-
-
-def _choose(method: str, budget: int, shapes: list[Shape], *, rosa_lowrank_share: float, nola_r: int,
-            roselora_keep: float, mora_operator: str | None) -> dict[str, Any]:
-    total_io = sum(o + i for o, i in shapes)
-    if method in ("lora", "roselora"):
-        r = _closest_int(lambda n: param_count("lora", {"r": n}, shapes), budget)
-        return {"r": r} if method == "lora" else {"r": r, "keep": roselora_keep}
-    if method == "mora":
-        extra = {} if mora_operator is None else {"operator": mora_operator}
-        r = _closest_int(lambda n: param_count("mora", {"r": n, **extra}, shapes), budget)
-        return {"r": r, **extra}
-    if method == "nola":
-        per = max(2, round(budget / len(shapes)))
-        k = per // 2
-        return {"r": nola_r, "num_basis_a": k, "num_basis_b": per - k}
-    if method == "rosa":
-        r = max(0, min(round(rosa_lowrank_share * budget / total_io), budget // total_io))
-
-        def count(d: float) -> int:
-            return param_count("rosa", {"r": r, "density": d}, shapes)
-
-        d = _density_for(count, budget)
-        if r == 0 and d == 0.0:
-            raise BudgetError(f"rosa: a budget of {budget} is too small for any sparse entry")
-        return {"r": r, "density": d}
-    raise BudgetError(f"{method}: no budget rule for this method")
+def _choose(method: str, budget: int, shapes: list[Shape], options: dict[str, Any]) -> dict[str, Any]:
+    """The method's own budget rule (``MethodSpec.budget``), counting through its config."""
+    rule = METHODS[method].budget
+    if rule is None:
+        raise BudgetError(f"{method}: no budget rule for this method")
+    return rule(budget, shapes, lambda cfg, shs: param_count(method, cfg, shs), options)
 
 
 def match_budget_layers(
@@ -102,13 +43,11 @@ def match_budget_layers(
     methods: Iterable[str],
     *,
     tol: float = TOLERANCE,
-    rosa_lowrank_share: float = 0.5,
-    nola_r: int = 8,
-    roselora_keep: float = 0.1,
-    mora_operator: str | None = None,
+    **options: Any,
 ) -> dict[str, dict[str, Any]]:
     """Config keyword arguments per method so each method's count over all ``shapes`` (out, in) is
-    within ``tol`` of ``budget`` (the same config is used for every layer).
+    within ``tol`` of ``budget`` (the same config is used for every layer). ``options`` go to the
+    methods' rules (``rosa_lowrank_share`` ½, ``nola_r`` 8, ``roselora_keep`` 0.1, ``mora_operator``…).
 
     Raises ``KeyError`` for an unregistered method and ``BudgetError`` when the nearest count misses
     the tolerance (the message names the nearest count).
@@ -123,8 +62,7 @@ def match_budget_layers(
     for method in methods:
         if method not in METHODS:
             raise KeyError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
-        cfg = _choose(method, budget, shapes, rosa_lowrank_share=rosa_lowrank_share, nola_r=nola_r,
-                      roselora_keep=roselora_keep, mora_operator=mora_operator)
+        cfg = _choose(method, budget, shapes, options)
         n = param_count(method, cfg, shapes)
         if abs(n - budget) > tol * budget:
             raise BudgetError(f"{method}: the nearest parameter count to the budget {budget} is {n} "
@@ -132,10 +70,6 @@ def match_budget_layers(
                               f"of {sum(o + i for o, i in shapes)}")
         out[method] = cfg
     return out
-
-
-def _integer_knob(method: str) -> str | None:
-    return {"lora": "r", "roselora": "r", "mora": "r"}.get(method)
 
 
 def match_layer_configs(budget: int, shapes: Sequence[Shape], method: str, *, tol: float = TOLERANCE,
@@ -151,7 +85,7 @@ def match_layer_configs(budget: int, shapes: Sequence[Shape], method: str, *, to
         cfg = match_budget_layers(budget, shapes, [method], tol=tol, **options)[method]
         return [dict(cfg) for _ in shapes]
     except BudgetError:
-        knob = _integer_knob(method)
+        knob = METHODS[method].budget_knob
         if knob is None or len(shapes) < 2:
             raise
         cfg = match_budget_layers(budget, shapes, [method], tol=float("inf"), **options)[method]

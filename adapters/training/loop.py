@@ -51,17 +51,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def fit_schedule(method: str, config: dict[str, Any], steps: int) -> dict[str, Any]:
-    """Scale a method's step-counted schedule to a run of ``steps`` (only fields the config has and the
-    caller did not set): RoseLoRA prunes from 10 % to 60 % of the run (within the run for any steps ≥ 1);
-    RoSA warms its LoRA part up for min(64, steps/5) steps (none when r = 0). (NOLA's per-module seeds come from the run's seeded RNG.)"""
-    fields = set(getattr(METHODS[method].config_cls, "__dataclass_fields__", {}))
-    wanted: dict[str, Any] = {}
-    if method == "roselora":  # t_init <= t_final <= steps for any steps >= 1
-        t_init = min(steps, max(1, steps // 10))
-        wanted = {"t_init": t_init, "t_final": min(steps, max(t_init + 1, (steps * 6) // 10)), "total_steps": steps}
-    elif method == "rosa":  # no LoRA part (r = 0): nothing to warm up, collect the mask at once
-        wanted = {"warmup_steps": 0 if config.get("r", 1) == 0 else max(1, min(64, steps // 5))}
-    return {**{k: v for k, v in wanted.items() if k in fields}, **config}
+    """Scale a method's step-counted schedule to a run of ``steps`` (``MethodSpec.fit_schedule``: only
+    fields the config has and the caller did not set)."""
+    return METHODS[method].fit_schedule(config, steps)
 
 
 @dataclasses.dataclass

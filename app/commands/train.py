@@ -9,9 +9,20 @@ from ._training import add_run_arguments
 HELP = "train one adapter on a built-in task"
 
 
+class RegisteredMethods:
+    """``str()`` lists the registered methods (imports the registry only then)."""
+
+    def __str__(self) -> str:
+        from adapters.registry import METHODS
+
+        return ", ".join(METHODS)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="lowrank, memorize, sparse-edit, lowrank-plus-sparse, digits-shift or uuid")
-    p.add_argument("--method", required=True, help="lora, rosa, nola, mora or roselora")
+    method = p.add_argument("--method", required=True)
+    method.methods = RegisteredMethods()  # read only when the help is printed (keeps --help fast)
+    method.help = "a registered method: %(methods)s"
     add_run_arguments(p)
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="also write the last good state every N steps (default: every tenth of the run)")

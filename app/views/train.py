@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, trainer
+from app import methods as registered
 from app.library import add_source, session_dir
 from app.ui import USER_ERRORS, error_text, guard, md
 
@@ -56,7 +57,8 @@ with guard("train"):
     task = c[0].selectbox("Task", list(tasks), help="Built-in tasks; data is made in code, nothing is downloaded.")
     info = tasks[task]
     c[1].markdown(f"**{md(task)}** — {md(info.description)}")
-    methods = st.multiselect("Methods", trainer.METHODS, default=["lora", "roselora"],
+    choices = trainer.methods()
+    methods = st.multiselect("Methods", choices, default=choices[:1], format_func=registered.label, key="methods",
                              help="Each method gets its own adapter; all see the same data and seed.")
     c = st.columns(5)
     budget = c[0].number_input("Parameter budget (all adapted layers)", 1, 10_000_000, info.budget, step=64,
