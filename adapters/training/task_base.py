@@ -51,6 +51,8 @@ class Task:
     default_budget: ClassVar[int] = 1024
     #: metric name -> True when higher is better (the headline metrics, in display order)
     headline: ClassVar[dict[str, bool]] = {}
+    #: the claims benchmark's learning-rate grid: (points, ratio between neighbours) around a centre
+    lr_grid: ClassVar[tuple[int, float]] = (5, 10 ** 0.5)
 
     model: nn.Module
     targets: list[str]
@@ -76,6 +78,11 @@ class Task:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """The task's metrics for ``model`` (the base with or without adapters)."""
         raise NotImplementedError
+
+    def target_dof(self) -> int | None:
+        """Degrees of freedom of the target update, when the task has one (a budget below it cannot
+        express the target); None when the task's goal is not one matrix to recover."""
+        return None
 
     def reference(self) -> dict[str, float]:
         """Metrics of the frozen base model before adaptation (for context in tables)."""

@@ -93,6 +93,10 @@ class LowRankTask(_Regression):
     def _make_target(self, g: torch.Generator) -> Tensor:
         return _low_rank(self.features, self.true_rank, [1.0, 0.8, 0.6, 0.4], g)
 
+    def target_dof(self) -> int:
+        """A rank-k d×d matrix has k(2d − k) degrees of freedom."""
+        return self.true_rank * (2 * self.features - self.true_rank)
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         dw = delta_of(model, self.layer).cpu().float()
         return {"recovery_error": _rel(dw - self.target_delta, self.target_delta), "loss": self._eval_loss(model)}
@@ -118,6 +122,10 @@ class LowRankPlusSparseTask(_Regression):
         self.sparse_part = sparse.view(d, d)
         self.support = self.sparse_part != 0
         return self.low_part + self.sparse_part
+
+    def target_dof(self) -> int:
+        """The rank-2 part's 2(2d − 2) plus one value per outlier (their positions not counted)."""
+        return 2 * (2 * self.features - 2) + int(self.support.sum())
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Relative errors ‖(ΔW − ΔW*)_X‖ / ‖ΔW*_X‖ over X = all entries (recovery_error), the

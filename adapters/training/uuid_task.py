@@ -3,7 +3,7 @@ pretrained causal transformer with every linear layer of every block adapted.
 
     base      ``transformer.pretrained`` (4 blocks, d = 128, trained on value = rule(key); fixed seed 0,
               so every task seed shares one base, cached on disk)
-    data      ``n_pairs`` random distinct 8-digit hex keys, each with an independent random 8-digit
+    data      ``n_pairs`` random distinct 6-digit hex keys, each with an independent random 6-digit
               value (nothing the pretraining rule predicts): pure memorisation
     batches   minibatches of ``batch_size`` pairs, one shuffled pass over the pairs per epoch
     loss      cross-entropy of the value digits given ``BOS key SEP`` and the previous value digits
@@ -28,13 +28,14 @@ BASE_SEED = 0
 
 class UuidTask(Task):
     name = "uuid"
-    description = ("memorise 512 random 8-hex-digit key→value pairs in a pretrained 4-block transformer, every "
-                   "linear layer adapted (MoRA's UUID task)")
-    default_steps, default_lr, default_budget = 200, 3e-3, 8704
+    description = ("memorise 128 random 6-hex-digit key→value pairs in a pretrained 4-block transformer (d = 128), "
+                   "all 28 linear layers adapted (MoRA's UUID task)")
+    default_steps, default_lr, default_budget = 150, 3e-3, 34816  # the budget: LoRA r = 4 on every layer
+    lr_grid = (3, 10.0)  # claims: 3 rates a decade apart (a run is ~100x a small task's)
     headline: ClassVar[dict[str, bool]] = {"exact_match": True, "char_acc": True, "loss": False}
 
-    def __init__(self, seed: int = 0, n_pairs: int = 512, batch_size: int = 128, d: int = 128, n_blocks: int = 4,
-                 n_heads: int = 4, mlp: int = 256, key_len: int = 8, pretrain_steps: int = 300) -> None:
+    def __init__(self, seed: int = 0, n_pairs: int = 128, batch_size: int = 32, d: int = 128, n_blocks: int = 4,
+                 n_heads: int = 4, mlp: int = 256, key_len: int = 6, pretrain_steps: int = 300) -> None:
         super().__init__(seed)
         self.cfg = TinyLMConfig(d=int(d), n_blocks=int(n_blocks), n_heads=int(n_heads), mlp=int(mlp),
                                 key_len=int(key_len), pretrain_steps=int(pretrain_steps))
