@@ -187,6 +187,7 @@ def summarise(tuned: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict[
         best[(task, variant)] = {
             "task": task, "variant": variant, "lr": cell["lr"], "grid": cell["grid"], "at_edge": cell["at_edge"],
             "n_params": rs[0]["n_params"], "seeds": len(rs), "stopped": sum(bool(r["stopped"]) for r in rs),
+            "wall_s": statistics.fmean(r["wall_s"] for r in rs),
             "mean": {k: statistics.fmean(r[k] for r in rs) for k in names},
             "std": {k: statistics.pstdev([r[k] for r in rs]) if len(rs) > 1 else 0.0 for k in names}}
     return best
@@ -203,14 +204,15 @@ def task_tables(best: dict[tuple[str, str], dict[str, Any]], skipped: dict[tuple
             continue
         names = list(cls.headline)
         lines.append(f"\n{task} (budget {cls.default_budget}; mean±std over seeds at the chosen lr; grid = rates tried)")
-        lines.append(f"  {'method':9s} {'params':>7s} {'lr':>8s} {'grid':>17s}  " + "  ".join(f"{n:>14s}" for n in names))
+        lines.append(f"  {'method':9s} {'params':>7s} {'lr':>8s} {'grid':>17s} {'s/run':>5s}  "
+                     + "  ".join(f"{n:>14s}" for n in names))
         for k in keys:
             if k in skipped:
-                lines.append(f"  {k[1]:9s} {cell_budget(*k)[1]:7d} {'-':>8s} {'-':>17s}  {skipped[k]}")
+                lines.append(f"  {k[1]:9s} {cell_budget(*k)[1]:7d} {'-':>8s} {'-':>17s} {'-':>5s}  {skipped[k]}")
                 continue
             s = best[k]
             g = f"{s['grid'][0]:.2g}..{s['grid'][-1]:.2g} ({len(s['grid'])})"
-            lines.append(f"  {s['variant']:9s} {s['n_params']:7d} {s['lr']:8.2g} {g:>17s}  "
+            lines.append(f"  {s['variant']:9s} {s['n_params']:7d} {s['lr']:8.2g} {g:>17s} {s['wall_s']:5.0f}  "
                          + "  ".join(f"{s['mean'][n]:.3f}±{s['std'][n]:.3f}".rjust(14) for n in names)
                          + (f"  ({s['stopped']} runs diverged)" if s["stopped"] else "")
                          + ("  (AT GRID EDGE)" if s["at_edge"] else ""))

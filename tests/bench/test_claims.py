@@ -42,7 +42,7 @@ class _Synthetic:
         rows = []
         for task, variant, seed, lr, _ in jobs:
             d = abs(math.log10(lr / self.peak))
-            rows.append({"task": task, "variant": variant, "seed": seed, "lr": lr, "n_params": 1,
+            rows.append({"task": task, "variant": variant, "seed": seed, "lr": lr, "n_params": 1, "wall_s": 0.0,
                          "stopped": "diverged" if lr > 300 * self.peak else None,
                          "memorized": max(0.0, 1 - 0.2 * d) + 0.001 * seed, "loss": d})
         return rows
