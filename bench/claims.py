@@ -5,8 +5,8 @@ lowrank and digits-shift). Tuning, the same rule for every method:
 
 - each (task, method) has its own learning-rate centre: the task's rate × the method's
   ``MethodSpec.lr_scale`` (from the official scripts, e.g. NOLA 10× LoRA's, MoRA ½×);
-- seed 0 is trained at every rate of a log grid around the centre (``Task.lr_grid``: 5 rates √10
-  apart, or 3 a decade apart on uuid, 100× span either way); the best rate by the task's headline
+- seed 0 is trained at every rate of a log grid around the centre (``Task.lr_grid``: 3 rates a
+  decade apart, a 100× span); the best rate by the task's headline
   metrics wins; when it sits at an edge of the rates tried, the grid is widened one step on that side
   and the new rate trained (up to ``MAX_WIDEN`` times), so the chosen rate is inside its grid;
 - seeds 1, 2 are trained at the chosen rate; the table shows mean ± std over the seeds.
@@ -14,7 +14,8 @@ lowrank and digits-shift). Tuning, the same rule for every method:
 Cells whose parameter count is below the task's target degrees of freedom (``Task.target_dof``)
 cannot express the target: they are marked ``budget-infeasible`` and not trained.
 
-    python -m bench.claims            # the full table (3 seeds), 2 worker processes
+    python -m bench.claims            # the full table (3 seeds), 2 worker processes, task by task
+    python -m bench.claims --log runs.jsonl   # keep every finished run; a rerun resumes from it
     python -m bench.claims --small    # smoke test: 1 seed, 30 steps, 3-rate grids, no widening
 """
 
@@ -26,7 +27,9 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any
 
@@ -98,6 +101,10 @@ def widen(tried: list[float], best: float, ratio: float) -> float | None:
     return None
 
 
+def _job_key(row: dict[str, Any]) -> tuple:
+    return (row["task"], row["variant"], row["seed"], row["lr"], row.get("steps"))
+
+
 def run_one(job: tuple[str, str, int, float, int | None]) -> dict[str, Any]:
     """Train one (task, variant, seed, lr[, steps]) and return its row."""
     from adapters.training import train
@@ -106,7 +113,7 @@ def run_one(job: tuple[str, str, int, float, int | None]) -> dict[str, Any]:
     budget = cell_budget(task, variant, seed)[0]
     t0 = time.perf_counter()
     res = train(task, _method(variant), budget=budget, steps=steps, device="cpu", seed=seed, lr=lr)
-    return {"task": task, "variant": variant, "seed": seed, "lr": lr, "n_params": res.n_params,
+    return {"task": task, "variant": variant, "seed": seed, "lr": lr, "steps": steps, "n_params": res.n_params,
             "stopped": res.stopped, "wall_s": time.perf_counter() - t0, **res.metrics}
 
 
@@ -127,19 +134,48 @@ def selection_key(task: str, row: dict[str, Any], centre_lr: float | None = None
 
 
 class Runner:
-    """Runs jobs on a process pool (or inline with one worker), counting them."""
+    """Runs jobs on a process pool (or inline with one worker), counting them. With ``log``, every
+    finished run is appended to that JSON-lines file as it ends, and runs already there are reused
+    (``--log`` resumes an interrupted table)."""
 
-    def __init__(self, workers: int) -> None:
-        self.workers, self.done = workers, 0
+    def __init__(self, workers: int, log: str | None = None) -> None:
+        self.workers, self.done, self.log = workers, 0, log
+        self.seen: dict[tuple, dict[str, Any]] = {}
+        if log and os.path.exists(log):
+            with open(log, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        r = json.loads(line)
+                        self.seen[_job_key(r)] = r
         self.pool = (ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_init_worker)
                      if workers > 1 else None)
         if self.pool is None:
             _init_worker()
 
+    def _record(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.done += 1
+        if self.log:
+            with open(self.log, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        return row
+
     def __call__(self, jobs: list[tuple]) -> list[dict[str, Any]]:
-        rows = list(self.pool.map(run_one, jobs)) if self.pool else [run_one(j) for j in jobs]
-        self.done += len(rows)
-        return rows
+        out: dict[int, dict[str, Any]] = {}
+        todo = []
+        for i, j in enumerate(jobs):
+            key = (j[0], j[1], j[2], j[3], j[4])
+            if key in self.seen:
+                out[i] = self.seen[key]
+            else:
+                todo.append(i)
+        if self.pool:
+            futs = {self.pool.submit(run_one, jobs[i]): i for i in todo}
+            for fut in as_completed(futs):
+                out[futs[fut]] = self._record(fut.result())
+        else:
+            for i in todo:
+                out[i] = self._record(run_one(jobs[i]))
+        return [out[i] for i in range(len(jobs))]
 
     def close(self) -> None:
         if self.pool:
@@ -183,7 +219,7 @@ def summarise(tuned: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict[
     best = {}
     for (task, variant), cell in tuned.items():
         rs = cell["rows"]
-        names = [k for k in rs[0] if k not in ("task", "variant", "seed", "lr", "n_params", "stopped", "wall_s")]
+        names = [k for k in rs[0] if k not in ("task", "variant", "seed", "lr", "steps", "n_params", "stopped", "wall_s")]
         best[(task, variant)] = {
             "task": task, "variant": variant, "lr": cell["lr"], "grid": cell["grid"], "at_edge": cell["at_edge"],
             "n_params": rs[0]["n_params"], "seeds": len(rs), "stopped": sum(bool(r["stopped"]) for r in rs),
@@ -273,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads to use in all: sets the worker count when --workers is not given")
     p.add_argument("--tasks", default=None, help="comma-separated subset of tasks")
     p.add_argument("--methods", default=None, help="comma-separated subset of methods (default: every registered one)")
+    p.add_argument("--log", default=None, help="JSON-lines file of finished runs: appended as runs end, reused on a rerun")
     args = p.parse_args(argv)
     if args.workers is None:
         args.workers = max(1, args.threads) if args.threads else 2
@@ -292,13 +329,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = [c for c in cells if c not in skipped]
     print(f"claims: {len(cells)} cells ({len(tasks)} tasks; {', '.join(variants)}), {len(skipped)} budget-infeasible; "
           f"{seeds} seed(s); {args.workers} worker(s)", flush=True)
-    run = Runner(args.workers)
+    run = Runner(args.workers, args.log)
+    tuned: dict[tuple[str, str], dict] = {}
     try:
-        tuned = tune(cells, run, args.small, seeds)
+        for t in tasks:  # task by task, each table printed as soon as it is complete
+            mine = [c for c in cells if c[0] == t]
+            if mine:
+                tuned.update(tune(mine, run, args.small, seeds))
+                print(task_tables(summarise({c: tuned[c] for c in mine}), {}), f"\n  [{time.perf_counter() - t0:.0f} s]",
+                      flush=True)
     finally:
         run.close()
     best = summarise(tuned)
-    print(task_tables(best, skipped))
+    print("\nall tasks" + task_tables(best, skipped))
     print("\nclaims")
     for q, verdict, ev in answers(best, skipped):
         print(f"  {q:55s} {verdict:4s}  {ev}")

@@ -31,7 +31,6 @@ class UuidTask(Task):
     description = ("memorise 128 random 6-hex-digit key→value pairs in a pretrained 4-block transformer (d = 128), "
                    "all 28 linear layers adapted (MoRA's UUID task)")
     default_steps, default_lr, default_budget = 150, 3e-3, 34816  # the budget: LoRA r = 4 on every layer
-    lr_grid = (3, 10.0)  # claims: 3 rates a decade apart (a run is ~100x a small task's)
     headline: ClassVar[dict[str, bool]] = {"exact_match": True, "char_acc": True, "loss": False}
 
     def __init__(self, seed: int = 0, n_pairs: int = 128, batch_size: int = 32, d: int = 128, n_blocks: int = 4,

@@ -63,7 +63,7 @@ def test_widening_is_capped_and_the_edge_reported() -> None:
     c = claims.centre("memorize", "lora")
     run = _Synthetic(peak=c * 1e5)
     out = claims.tune([("memorize", "lora")], run, small=False, seeds=1)[("memorize", "lora")]
-    assert out["at_edge"] and len(out["grid"]) == 5 + claims.MAX_WIDEN
+    assert out["at_edge"] and len(out["grid"]) == len(claims.grid("memorize", "lora")) + claims.MAX_WIDEN
     best = claims.summarise({("memorize", "lora"): out})
     assert "AT GRID EDGE" in claims.task_tables(best, {})
 
@@ -86,3 +86,14 @@ def test_small_run_prints_the_table(capsys) -> None:
     out = capsys.readouterr().out
     assert "budget-infeasible" in out and "lowrank (budget 1024" in out and "runs in" in out
     assert "NOLA matches LoRA at >= 10x fewer params (lowrank)?     n/a" in out
+
+
+def test_runner_logs_each_run_and_resumes_from_the_log(tmp_path) -> None:
+    log = tmp_path / "runs.jsonl"
+    job = ("lowrank", "lora", 0, 0.02, 2)
+    first = claims.Runner(1, str(log))
+    (row,) = first([job])
+    assert first.done == 1 and len(log.read_text().splitlines()) == 1 and row["steps"] == 2
+    again = claims.Runner(1, str(log))
+    (same,) = again([job])
+    assert again.done == 0 and same["recovery_error"] == row["recovery_error"]
