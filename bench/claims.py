@@ -262,6 +262,11 @@ def answers(best: dict[tuple[str, str], dict[str, Any]], skipped: dict[tuple[str
     def m(task: str, v: str, name: str) -> float:
         return best[(task, v)]["mean"][name]
 
+    def noise(task: str, a: str, b: str, name: str) -> str:
+        """" (within one std)" when the two means differ by less than the larger seed std."""
+        sd = max(best[(task, a)]["std"][name], best[(task, b)]["std"][name])
+        return " (within one std)" if abs(m(task, a, name) - m(task, b, name)) < sd else ""
+
     def has(*keys: tuple[str, str]) -> bool:
         return all(k in best for k in keys)
 
@@ -289,7 +294,7 @@ def answers(best: dict[tuple[str, str], dict[str, Any]], skipped: dict[tuple[str
             na, nb = best[(task, NOLA_TENTH)]["n_params"], best[(task, "lora")]["n_params"]
             ok = (a <= b + slack) if name.endswith("error") else (a >= b - slack)
             out.append((q, "yes" if ok and nb / na >= 10 else "no",
-                        f"{name} {a:.3f} ({na} params) vs {b:.3f} ({nb}); match = within {slack}"))
+                        f"{name} {a:.3f} ({na} params) vs {b:.3f} ({nb}), {nb / na:.1f}x fewer; match = within {slack}"))
     t = "sparse-edit"
     if has((t, "lora"), (t, "roselora")):
         ev = ", ".join(f"{n} {m(t, 'roselora', n):.3f} vs {m(t, 'lora', n):.3f}"
@@ -297,7 +302,8 @@ def answers(best: dict[tuple[str, str], dict[str, Any]], skipped: dict[tuple[str
         better = m(t, "roselora", "locality") > m(t, "lora", "locality")
         edits = m(t, "roselora", "edit_success") >= m(t, "lora", "edit_success") - 0.05
         out.append(("RoseLoRA edits with better locality?",
-                    "yes" if better and edits else ("no (locality better, but it edits less)" if better else "no"), ev))
+                    ("yes" if better and edits else ("no (locality better, but it edits less)" if better else "no"))
+                    + noise(t, "roselora", "lora", "locality"), ev))
     return out
 
 
@@ -344,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nall tasks" + task_tables(best, skipped))
     print("\nclaims")
     for q, verdict, ev in answers(best, skipped):
-        print(f"  {q:55s} {verdict:4s}  {ev}")
+        print(f"  {q:56s} {verdict:4s}  {ev}")
     edges = [k for k, s in best.items() if s["at_edge"]]
     print(f"\nchosen rates at a grid edge: {', '.join(f'{t}/{v}' for t, v in edges) if edges else 'none'}")
     print(f"{run.done} runs in {time.perf_counter() - t0:.0f} s", flush=True)

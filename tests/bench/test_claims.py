@@ -85,7 +85,7 @@ def test_small_run_prints_the_table(capsys) -> None:
     assert claims.main(["--small", "--tasks", "lowrank", "--methods", "lora,nola", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "budget-infeasible" in out and "lowrank (budget 1024" in out and "runs in" in out
-    assert "NOLA matches LoRA at >= 10x fewer params (lowrank)?     n/a" in out
+    assert "NOLA matches LoRA at >= 10x fewer params (lowrank)?      n/a" in out
 
 
 def test_runner_logs_each_run_and_resumes_from_the_log(tmp_path) -> None:
