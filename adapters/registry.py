@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,10 @@ class MethodSpec:
         label, color: display name and chart colour.
         budget: the rule choosing config kwargs for a parameter budget (None: no budget matching).
         budget_knob: the integer knob a per-layer budget match may vary by ±1 (e.g. ``"r"``).
-        schedule: ``schedule(steps) -> config kwargs`` scaling step-counted schedules to a run.
+        budget_extra: ``budget_extra(shapes)``, parameters the method adds on top of a matched budget
+            (DoRA's magnitude vectors, Σ out: it is compared at LoRA's rank, as in its paper); they
+            are counted in ``n_params`` and reported, not matched.
+        schedule: ``schedule(config, steps) -> config kwargs`` scaling step-counted schedules to a run.
         sparse: ΔW is sparse by construction (its Proposition-1 and sparsity views apply).
         lr_scale: learning-rate centre relative to LoRA's, from the official training scripts.
         order: position in menus and tables (then the key).
@@ -57,7 +61,8 @@ class MethodSpec:
     color: str = "#7F7F7F"
     budget: BudgetRule | None = None
     budget_knob: str | None = None
-    schedule: Callable[[int], dict[str, Any]] | None = None
+    budget_extra: Callable[[Sequence[Shape]], int] | None = None
+    schedule: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
     sparse: bool = False
     lr_scale: float = 1.0
     order: int = 100
@@ -73,9 +78,13 @@ class MethodSpec:
         """Trainable parameters on one (out, in) matrix: the config's own ``n_params``."""
         return int(self.config(**config).n_params(int(in_features), int(out_features)))
 
+    def extra_params(self, shapes: Sequence[Shape]) -> int:
+        """Parameters outside the budget match over layers of ``shapes`` (out, in); 0 for most methods."""
+        return int(self.budget_extra(shapes)) if self.budget_extra is not None else 0
+
     def fit_schedule(self, config: dict[str, Any], steps: int) -> dict[str, Any]:
         """``config`` with the step-counted fields the caller did not set scaled to ``steps``."""
-        wanted = self.schedule(int(steps)) if self.schedule is not None else {}
+        wanted = self.schedule(dict(config), int(steps)) if self.schedule is not None else {}
         fields = config_fields(self.config_cls)
         return {**{k: v for k, v in wanted.items() if k in fields}, **config}
 
@@ -85,17 +94,25 @@ class _Methods(Mapping[str, MethodSpec]):
 
     def __init__(self) -> None:
         self._specs: dict[str, MethodSpec] = {}
-        self._loaded = False
+        self._loaded = self._loading = False
+        self._lock = threading.RLock()  # app sessions run in threads: the first look-up loads once
 
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
-        import adapters
+        with self._lock:
+            if self._loaded or self._loading:  # loading: a method module looked a method up while importing
+                return
+            self._loading = True
+            try:
+                import adapters
 
-        for info in pkgutil.iter_modules(adapters.__path__):
-            if not info.ispkg:
-                importlib.import_module(f"adapters.{info.name}")
+                for info in pkgutil.iter_modules(adapters.__path__):
+                    if not info.ispkg:
+                        importlib.import_module(f"adapters.{info.name}")
+                self._loaded = True
+            finally:
+                self._loading = False
 
     def _sorted(self) -> list[str]:
         self._load()

@@ -134,9 +134,9 @@ def budget_rule(budget: int, shapes: Sequence[Shape], count: Count, options: Map
     return {"r": r, "density": d}
 
 
-def fit_schedule(steps: int) -> dict[str, int]:
-    """The LoRA-only warm-up: min(64, steps / 5) steps (at least 1)."""
-    return {"warmup_steps": max(1, min(64, steps // 5))}
+def fit_schedule(config: dict, steps: int) -> dict[str, int]:
+    """The LoRA-only warm-up: min(64, steps / 5) steps (at least 1; none without a LoRA part, r = 0)."""
+    return {"warmup_steps": 0 if config.get("r", 1) == 0 else max(1, min(64, steps // 5))}
 
 
 def _top_entries(score: Tensor, k: int) -> Tensor:

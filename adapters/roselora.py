@@ -105,10 +105,10 @@ class RoseLoraConfig:
         return min(self.r, in_features, out_features)
 
 
-def fit_schedule(steps: int) -> dict[str, int]:
-    """Pruning from 10 % to 60 % of a run of ``steps`` (t_init ≤ t_final ≤ total_steps, also for 1 step)."""
-    return {"t_init": min(steps, max(1, steps // 10)), "t_final": min(steps, max(2, (steps * 6) // 10)),
-            "total_steps": steps}
+def fit_schedule(config: dict, steps: int) -> dict[str, int]:
+    """Pruning from 10 % to 60 % of a run of ``steps`` (t_init ≤ t_final ≤ total_steps for any steps ≥ 1)."""
+    t_init = min(steps, max(1, steps // 10))
+    return {"t_init": t_init, "t_final": min(steps, max(t_init + 1, (steps * 6) // 10)), "total_steps": steps}
 
 
 @register("roselora", RoseLoraConfig, label="RoseLoRA", color="#D55E00", sparse=True, lr_scale=1.0, order=4,

@@ -16,7 +16,7 @@ from adapters.delta import DeltaSet, LayerDelta
 
 from .blocks import row_blocks, stacked_low_rank, support_row_blocks
 
-__all__ = ["row_norms", "col_norms", "HeatmapGrid", "heatmap_grid", "spy_points", "compare_table"]
+__all__ = ["row_norms", "col_norms", "HeatmapGrid", "heatmap_grid", "spy_points", "align_tables", "compare_table"]
 
 
 def _pure_low_rank(delta: LayerDelta):
@@ -107,33 +107,50 @@ def spy_points(delta: LayerDelta, max_points: int = 20000, seed: int = 0) -> pd.
     return df
 
 
+def align_tables(tables: list[tuple[str, pd.DataFrame]], columns: list[str] | None = None) -> pd.DataFrame:
+    """Per-layer tables of several sources side by side: one row per (source, layer) over the union of
+    layers (in first-seen order), ``present`` False (and NaN metrics) where a source lacks the layer.
+
+    ``tables`` are (source label, table with a ``layer`` column); ``columns`` picks and orders the
+    metric columns (default: every column of the first table). Columns: source, layer, present, then
+    the metric columns. The Compare page and ``compare_table`` (so the report's CLI user) share it.
+    """
+    order: list[str] = []
+    for _, t in tables:
+        order += [lay for lay in dict.fromkeys(t["layer"]) if lay not in set(order)]
+    cols = columns if columns is not None else ([c for c in tables[0][1].columns if c != "layer"] if tables else [])
+    out = []
+    for label, t in tables:
+        df = t.drop_duplicates("layer").set_index("layer").reindex(order)
+        present = df.index.isin(list(t["layer"]))
+        df = df.reindex(columns=cols).reset_index().rename(columns={"index": "layer"})
+        df.insert(0, "source", label)
+        df.insert(2, "present", present)
+        out.append(df)
+    if not out:
+        return pd.DataFrame(columns=["source", "layer", "present", *cols])
+    return pd.concat(out, ignore_index=True)
+
+
 def compare_table(*deltasets: DeltaSet, k: int | None = None) -> pd.DataFrame:
     """Several sources side by side, aligned on layer: one row per (source, layer) over the union of layers.
 
     A layer missing from a source gets a row with ``present`` False and NaN metrics. Sources are named
     by ``DeltaSet.source`` (``#2``, ``#3``... appended when two are equal).
     Columns: source, layer, method, present, then the columns of ``analysis.rank.rank_table`` after
-    ``method``.
+    ``method`` (``align_tables`` over the sources' rank tables).
     """
     from .rank import RANK_COLUMNS, rank_table
 
-    names, frames, order = [], [], []
+    names, tables = [], []
     for i, ds in enumerate(deltasets):
         name = ds.source or f"source {i + 1}"
         if name in names:
             name = f"{name} #{i + 1}"
         names.append(name)
-        frames.append(rank_table(ds, k))
-        order += [lay for lay in ds.names if lay not in order]
-    out = []
-    for name, df in zip(names, frames):
-        df = df.set_index("layer").reindex(order)
-        df["present"] = df["method"].notna()
-        df["method"] = df["method"].fillna("")
-        df = df.reset_index().rename(columns={"index": "layer"})
-        df.insert(0, "source", name)
-        out.append(df)
-    cols = ["source", "layer", "method", "present"] + [c for c in RANK_COLUMNS if c not in ("layer", "method")]
-    if not out:
-        return pd.DataFrame(columns=cols)
-    return pd.concat(out, ignore_index=True)[cols]
+        tables.append((name, rank_table(ds, k)))
+    metrics = [c for c in RANK_COLUMNS if c != "layer"]
+    df = align_tables(tables, metrics)
+    df["method"] = df["method"].fillna("")
+    cols = ["source", "layer", "method", "present"] + [c for c in metrics if c != "method"]
+    return df[cols]

@@ -1,4 +1,4 @@
-"""Rank metrics of ΔW from one spectrum per layer (methods.md §8), and the per-layer rank table.
+"""Rank metrics of ΔW from one spectrum per layer (docs/analysis.md), and the per-layer rank table.
 
 Let σ₁ ≥ … ≥ σ_q ≥ 0 be the singular values of ΔW (m×n, q = min(m, n)).
 

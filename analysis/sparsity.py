@@ -2,7 +2,7 @@
 
 s(X) = fraction of zero entries (RoseLoRA's notation); density = 1 − s (RoSA's d).
 
-Proposition 1 (RoseLoRA, methods.md §3.3): for B (m, r) and A (r, n),
+Proposition 1 (RoseLoRA, docs/methods.md): for B (m, r) and A (r, n),
     s(BA) ≥ max{0, 1 − Σ_i (1 − s(A_i*)) (1 − s(B_*i))},
 because BA = Σ_i B_*i A_i* and the i-th outer product lives on supp(B_*i) × supp(A_i*). With random
 supports of per-row/column sparsity s the expected sparsity is (1 − (1 − s)²)^r.
@@ -126,7 +126,7 @@ def monte_carlo_sparsity(out_features: int, in_features: int, r: int, s_values, 
 
 
 def paper_block_example() -> tuple[Tensor, Tensor]:
-    """methods.md §3.3 worked example 1 (r = 2, 4×4): bound 0.5, attained (BA block-diagonal)."""
+    """RoseLoRA's worked example 1 (r = 2, 4×4): bound 0.5, attained (BA block-diagonal)."""
     A = torch.tensor([[1.0, 2, 0, 0], [0, 0, 3, 4]], dtype=torch.float64)
     B = torch.tensor([[1.0, 0], [2, 0], [0, 5], [0, 6]], dtype=torch.float64)
     return B, A

@@ -1,4 +1,4 @@
-"""The shared sidebar source library: samples, uploads, a local path and adapters trained here.
+"""The shared sidebar source library: samples, uploads, a local path or Hub repo, and adapters trained here.
 
 State lives only in ``st.session_state`` (per browser session): ``sources`` (label -> Source),
 ``active`` (labels shown by the pages) and a per-session temporary folder for uploads and trained
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
@@ -18,7 +19,7 @@ from .errors import UserError
 from .sources import Source, sample_sources, save_upload, unique_label
 from .ui import USER_ERRORS, error_text, md
 
-__all__ = ["render_library", "add_source", "default_active", "session_dir", "upload_limit_mb"]
+__all__ = ["render_library", "add_source", "add_spec", "default_active", "session_dir", "upload_limit_mb"]
 
 DEFAULT_ACTIVE = 5
 
@@ -67,11 +68,35 @@ def add_source(path: str | os.PathLike, origin: str, label: str | None = None, a
     return src
 
 
-def _init(samples: Path) -> None:
+def _init(samples: Path, opened: Sequence[str] = ()) -> None:
     if "sources" in st.session_state:
         return
     st.session_state["sources"] = {s.label: s for s in sample_sources(samples)}
     st.session_state["active"] = default_active(list(st.session_state["sources"]))
+    msgs = []
+    for spec in opened:  # `rankscope app PATH...`: shown first, active
+        try:
+            src = add_spec(spec)
+            msgs.append(("success", f"Added {src.label}"))
+        except USER_ERRORS as e:
+            msgs.append(("error", f"Could not add {spec} — {error_text(e)}"))
+    if opened:
+        st.session_state["_library_msgs"] = msgs
+        _apply_pending()
+
+
+def add_spec(spec: str) -> Source:
+    """A local file or folder (it wins), else a Hugging Face repo id read from the cache or downloaded
+    (``org/name``, ``org/name@rev``, ``org/name/subfolder``, ``hf://...``; see docs/hub.md)."""
+    from adapters.formats.hub import is_repo_id, resolve_source
+
+    p = Path(spec).expanduser()
+    if p.exists():
+        return add_source(p.resolve(), "path")
+    if not is_repo_id(spec):
+        raise UserError(spec, "no such file or folder (nor a Hugging Face repo id such as org/name)")
+    with st.spinner(f"Reading {spec} from the Hugging Face cache (downloading what is missing)…"):
+        return add_source(resolve_source(spec), "hub", label=spec)
 
 
 def _apply_pending() -> None:
@@ -104,19 +129,17 @@ def _handle_uploads(files) -> None:
 
 
 def _handle_path(path: str) -> None:
-    p = Path(path).expanduser()
     try:
-        if not p.exists():
-            raise UserError(path, "no such file or folder")
-        src = add_source(p.resolve(), "path")
+        src = add_spec(path)
         st.session_state["_library_msgs"] = [("success", f"Added {src.label}")]
     except USER_ERRORS as e:
         st.session_state["_library_msgs"] = [("error", f"Could not add the path — {error_text(e)}")]
 
 
-def render_library(samples: Path) -> None:
-    """Draw the sidebar library and keep ``st.session_state['active']`` up to date."""
-    _init(samples)
+def render_library(samples: Path, opened: Sequence[str] = ()) -> None:
+    """Draw the sidebar library and keep ``st.session_state['active']`` up to date (``opened``: sources
+    named on the ``rankscope app`` command line, added on the session's first run)."""
+    _init(samples, opened)
     sb = st.sidebar
     sb.header("Source library")
     for kind, msg in st.session_state.pop("_library_msgs", []):
@@ -131,7 +154,10 @@ def render_library(samples: Path) -> None:
              "Larger files: use a local path below.",
     )
     _handle_uploads(files or [])
-    path = sb.text_input("…or a local file or folder path", placeholder="/path/to/adapter", key="_path_input")
+    path = sb.text_input("…or a local path or a Hugging Face repo", placeholder="/path/to/adapter or org/name",
+                         key="_path_input", help="A file or folder on this machine, or a Hub repo id: org/name, "
+                         "org/name@revision, org/name/subfolder. Repos are read from the Hugging Face cache "
+                         "(HF_HUB_CACHE) and only missing adapter files are downloaded (none with HF_HUB_OFFLINE=1).")
     if sb.button("Add path") and path.strip():
         _handle_path(path.strip())
         st.rerun()

@@ -123,6 +123,9 @@ def build_report(sources: Sequence[ReportSource], options: dict[str, Any] | None
         obj = dict(inspect_deltaset(s.deltas))
         obj["label"] = s.label
         obj["provenance"] = {"files": file_digests(s.path), "format": s.deltas.format}
+        for key, field in (("hub", "hub_source"), ("base", "base_model_used")):  # docs/hub.md
+            if isinstance(s.deltas.config.get(field), dict):
+                obj["provenance"][key] = s.deltas.config[field]
         table = _table_from_inspect(obj)
         objs.append(obj)
         tables.append(table)
@@ -189,8 +192,10 @@ def report_json(rep: Report) -> str:
 
 def report_csv(rep: Report) -> str:
     """One row per (source, layer) with the inspect columns (``CSV_COLUMNS``)."""
-    frames_ = [_table_from_inspect(o).assign(source=o["label"]) for o in rep.sources]
-    df = pd.concat(frames_, ignore_index=True)[CSV_COLUMNS]
+    from analysis.deltas import align_tables  # the Compare page's side-by-side table
+
+    side = align_tables([(o["label"], _table_from_inspect(o)) for o in rep.sources])
+    df = side[side["present"]][CSV_COLUMNS]  # each source's own layers (no placeholder rows in the CSV)
     buf = io.StringIO()
     df.to_csv(buf, index=False, lineterminator="\n")
     return buf.getvalue()
@@ -243,10 +248,21 @@ def _provenance_html(rep: Report) -> str:
             rows.append(f"<tr><td>{html.escape(str(o['label']))}</td><td>{html.escape(str(f['name']))}</td>"
                         f"<td class='num'>{_num(f['size_bytes'], ',d')}</td><td class='mono'>{html.escape(str(f['sha256']))}</td>"
                         f"<td>{html.escape(str(o.get('format')))}</td></tr>")
+    notes = []
+    for o in rep.sources:
+        hub, base = o["provenance"].get("hub"), o["provenance"].get("base")
+        if hub:
+            notes.append(f"{o['label']}: Hugging Face repo {hub.get('repo')} at {hub.get('revision')} "
+                         f"(commit {hub.get('commit')}){' / ' + str(hub['subfolder']) if hub.get('subfolder') else ''}")
+        if base:
+            notes.append(f"{o['label']}: base model W0 found by itself from adapter_config.json "
+                         f"{base.get('field')} = {base.get('name')!r}: {base.get('resolved')}")
+    extra = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     opts = html.escape(json.dumps(_clean(rep.options), indent=2, ensure_ascii=False))
     return (f"<p>RankScope {html.escape(rep.version)} · created {html.escape(rep.created)}</p>"
             "<table><thead><tr><th>Source</th><th>File</th><th>Size (bytes)</th><th>SHA-256</th><th>Format</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table><h3>Options</h3><pre>{opts}</pre>")
+            f"<tbody>{''.join(rows)}</tbody></table>{'<ul>' + extra + '</ul>' if extra else ''}"
+            f"<h3>Options</h3><pre>{opts}</pre>")
 
 
 def _figures(rep: Report) -> list[tuple[str, str, Any]]:

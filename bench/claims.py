@@ -74,6 +74,12 @@ def infeasible(task: str, variant: str) -> str | None:
     return None if dof is None or n >= dof else f"budget-infeasible: {n} params < {dof} target dof"
 
 
+def table_cells(tasks: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str]]:
+    """(task, variant) cells: every method on every task, plus NOLA at a tenth on the ``MATCH`` tasks."""
+    variants = list(methods) + ([NOLA_TENTH] if "nola" in methods else [])
+    return [(t, v) for t in tasks for v in variants if v != NOLA_TENTH or t in MATCH]
+
+
 def centre(task: str, variant: str) -> float:
     """The cell's learning-rate centre: the task's rate × the method's ``lr_scale``."""
     from adapters.registry import METHODS
@@ -327,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     methods = args.methods.split(",") if args.methods else list(METHODS)
     variants = methods + ([NOLA_TENTH] if "nola" in methods else [])
-    cells = [(t, v) for t in tasks for v in variants if v != NOLA_TENTH or t in MATCH]
+    cells = table_cells(tasks, methods)
     t0 = time.perf_counter()
     for t in tasks:
         make_task(t, 0)  # builds (and caches) pretrained bases before the workers fork

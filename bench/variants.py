@@ -100,6 +100,17 @@ def matched_specs(in_f: int, out_f: int, *, rank: int, densities: tuple[float, .
             add(f"rosa@{lab}", f"RoSA d={lab} r={r}", "rosa", r=r, density=d, warmup_steps=0, mask_grad_steps=1)
             specs.append(Spec(f"rosa_dense@{lab}", f"  dense-masked d={lab} r={r}", "dense_rosa",
                               {"r": r, "density": d}, r * (in_f + out_f) + nnz))
+    covered = {sp.kind for sp in specs}
+    for m in methods:  # any other registered method, at its own budget rule's config
+        if m not in covered:
+            from adapters.training.budget import match_budget
+
+            try:
+                cfg = match_budget(budget, out_f, in_f, [m])[m]
+            except ValueError as e:
+                notes.append(f"{m}: {e}; skipped")
+                continue
+            add(m, f"{methods[m].label} " + " ".join(f"{k}={v}" for k, v in cfg.items()), m, **cfg)
     for m in ("mora", "roselora", "nola", "rosa"):
         if m not in methods:
             notes.append(f"{m}: not registered in adapters.METHODS yet, skipped")

@@ -1,4 +1,4 @@
-"""Parameter counts against methods.md's numbers (NOLA's LLaMA-2 table, MoRA's r̂ examples, RoseLoRA's 3,296)."""
+"""Parameter counts against the papers' numbers (NOLA's LLaMA-2 table, MoRA's r̂ examples, RoseLoRA's 3,296)."""
 
 from __future__ import annotations
 

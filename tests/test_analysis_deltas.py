@@ -70,3 +70,18 @@ def test_compare_table_aligns_layers() -> None:
     assert not row.present and pd.isna(row.fro_norm)
     assert df[(df.source == "run-b") & (df.layer == "v")].iloc[0].fro_norm == pytest.approx(4.0)
     assert compare_table(a, a)["source"].unique().tolist() == ["run-a", "run-a #2"]
+
+
+def test_align_tables_unions_layers_and_marks_absent_ones() -> None:
+    import pandas as pd
+
+    from analysis.deltas import align_tables
+
+    a = pd.DataFrame({"layer": ["q", "k"], "rank": [1, 2]})
+    b = pd.DataFrame({"layer": ["k", "v"], "rank": [5, 6]})
+    df = align_tables([("a", a), ("b", b)])
+    assert list(df.columns) == ["source", "layer", "present", "rank"]
+    assert list(zip(df["source"], df["layer"], df["present"])) == [
+        ("a", "q", True), ("a", "k", True), ("a", "v", False), ("b", "q", False), ("b", "k", True), ("b", "v", True)]
+    assert df["rank"].tolist()[:2] == [1, 2] and pd.isna(df["rank"][2]) and df["rank"].tolist()[4:] == [5, 6]
+    assert list(align_tables([]).columns) == ["source", "layer", "present"]

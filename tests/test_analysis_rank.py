@@ -1,4 +1,4 @@
-"""Rank metrics: known answers, the formulas of methods.md §8, and the top-k estimates."""
+"""Rank metrics: known answers, the formulas of docs/analysis.md, and the top-k estimates."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def test_paper_block_example_bound_is_attained() -> None:
 
 def test_prop1_vacuous_and_uniform_cases() -> None:
     assert prop1_bound([0.5] * 8, [0.5] * 8) == 0.0
-    tau = 206 / 4096  # methods.md §3.3 worked example 3
+    tau = 206 / 4096  # RoseLoRA's worked example 3 (τ = 0.05, r = 8, 4096²)
     assert prop1_bound([1 - tau] * 8, [1 - tau] * 8) == pytest.approx(0.9798, abs=1e-4)
     with pytest.raises(ValueError):
         prop1_bound([0.1, 0.2], [0.3])
@@ -75,7 +75,7 @@ def test_prop1_holds_on_random_factors(s: float) -> None:
 def test_monte_carlo_reproduces_the_reference_table_and_is_seeded() -> None:
     df = monte_carlo_sparsity(512, 512, 8, [0.5, 0.7, 0.9, 0.99], trials=3, seed=0)
     assert list(df.columns) == ["layer", "method", "s", "bound", "expected", "measured_mean", "measured_std"]
-    ref = {0.5: (0.0, 0.100), 0.7: (0.276, 0.468), 0.9: (0.921, 0.923), 0.99: (0.999, 0.999)}  # methods.md §3.3 (realised s)
+    ref = {0.5: (0.0, 0.100), 0.7: (0.276, 0.468), 0.9: (0.921, 0.923), 0.99: (0.999, 0.999)}  # the random-support table of docs/methods.md's RoseLoRA notes (realised s)
     for _, row in df.iterrows():
         bound, expected = ref[row.s]
         assert row.bound == pytest.approx(bound, abs=2e-3) and row.expected == pytest.approx(expected, abs=2e-3)

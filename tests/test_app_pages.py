@@ -46,6 +46,11 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
+def metric(at: AppTest, label: str):
+    """The metric whose label is ``label`` (metrics have no key)."""
+    return next(m for m in at.metric if m.label == label)
+
+
 def clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -71,10 +76,10 @@ def test_inspect_is_the_first_screen_with_the_samples_loaded(app) -> None:
 
 def test_inspect_switches_source_and_layer(app) -> None:
     at = app()
-    at.selectbox[0].set_value("rosa.safetensors").run()
+    at.selectbox(key="inspect_source").set_value("rosa.safetensors").run()
     clean(at)
-    assert at.metric[0].value == "rosa"
-    at.selectbox[1].set_value("layers.1.attn.v_proj").run()
+    assert metric(at, "Method").value == "rosa"
+    at.selectbox(key="inspect_layer").set_value("layers.1.attn.v_proj").run()
     clean(at)
     spy = next(f for f in figures(at) if f["data"] and f["data"][0]["type"] == "scattergl")
     assert "nonzeros drawn" not in spy["layout"]["title"]["text"]
@@ -129,19 +134,19 @@ def test_compression_page(app) -> None:
     at = app("views/compression.py")
     clean(at)
     assert figures(at)
-    assert at.metric[2].label == "LoRA total"
+    assert metric(at, "LoRA total").value
 
 
 def test_compression_bad_shapes_show_an_error(app) -> None:
     at = app("views/compression.py")
-    at.selectbox[0].set_value("Your own layer shapes").run()
-    at.text_area[0].set_value("q_proj 4096 banana 2").run()
+    at.selectbox(key="compression_model").set_value("Your own layer shapes").run()
+    at.text_area(key="compression_shapes").set_value("q_proj 4096 banana 2").run()
     assert not at.exception
     assert "expected 'name d k count'" in at.error[0].value.replace("\\", "")
 
 
 def _train(at: AppTest, methods: list[str], steps: int, budget: int | None = None, lr: float | None = None) -> AppTest:
-    at.multiselect[0].set_value(methods)
+    at.multiselect(key="methods").set_value(methods)
     at.number_input(key="steps-lowrank").set_value(steps)
     if budget is not None:
         at.number_input(key="budget-lowrank").set_value(budget)
@@ -158,7 +163,7 @@ def test_train_page_trains_and_the_result_joins_the_library(app) -> None:
     at = app("views/train.py")
     clean(at)
     assert at.title[0].value == "Train adapters"
-    assert at.selectbox[0].value == "lowrank" and at.number_input(key="budget-lowrank").value == 1024
+    assert at.selectbox(key="train_task").value == "lowrank" and at.number_input(key="budget-lowrank").value == 1024
     _train(at, ["lora", "roselora"], steps=6, budget=1024)
     clean(at)
     assert "lowrank · lora" in at.session_state["active"] and "lowrank · roselora" in at.session_state["active"]
@@ -174,7 +179,7 @@ def test_train_page_trains_and_the_result_joins_the_library(app) -> None:
     assert (list(base64.b64decode(x["bdata"])) if isinstance(x, dict) else x) == [1, 2, 3, 4, 5, 6]
 
     at.switch_page("views/inspect.py").run()  # the file on disk says the same
-    at.selectbox[0].set_value("lowrank · lora").run()
+    at.selectbox(key="inspect_source").set_value("lowrank · lora").run()
     clean(at)
     assert [m.value for m in at.metric] == ["lora", "rankscope", "1", f"{runs.loc['lora', 'trainable parameters']:,}"]
     at.switch_page("views/schedule.py").run()  # the trained RoseLoRA's sparsity over training is overlaid
@@ -196,7 +201,7 @@ def test_train_page_errors_are_explained(app) -> None:
 def test_report_page_offers_three_downloads(app) -> None:
     at = app("views/report.py")
     clean(at)
-    at.button[0].click().run()
+    at.button(key="build_report").click().run()
     clean(at)
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Download HTML report", "Download CSV (per layer)", "Download JSON (summary)"]
@@ -224,7 +229,7 @@ def test_upload_peft_folder_as_several_files(app, tmp_path) -> None:
     assert not at.exception
     src = at.session_state["sources"]["peft-adapter"]
     assert src.origin == "upload" and Path(src.path).is_dir()
-    at.selectbox[0].set_value("peft-adapter").run()
+    at.selectbox(key="inspect_source").set_value("peft-adapter").run()
     clean(at)
     assert [m.value for m in at.metric][:3] == ["lora", "peft", "4"]
 
@@ -260,12 +265,13 @@ def test_bad_uploads_are_explained(app, name: str, data: bytes | None, reason: s
 
 def test_local_path_and_a_wrong_path(app, ckpts) -> None:
     at = app()
-    at.sidebar.text_input[0].set_value(str(ckpts["rosa"])).run()
-    at.sidebar.button[0].click().run()
+    add = lambda: next(b for b in at.sidebar.button if b.label == "Add path")  # noqa: E731
+    at.sidebar.text_input(key="_path_input").set_value(str(ckpts["rosa"])).run()
+    add().click().run()
     assert not at.exception
     assert not at.sidebar.error  # the same path as a sample is not added twice
-    at.sidebar.text_input[0].set_value("/no/such/adapter").run()
-    at.sidebar.button[0].click().run()
+    at.sidebar.text_input(key="_path_input").set_value("/no/such/adapter").run()
+    add().click().run()
     assert "no such file or folder" in at.sidebar.error[0].value.replace("\\", "")
 
 
@@ -276,7 +282,7 @@ def test_hostile_layer_names_are_text(app, tmp_path) -> None:
     p = roselora_file(tmp_path / "evil.safetensors", names=[evil, "</script><img src=x onerror=alert(2)>"])
     at = app()
     at.sidebar.file_uploader[0].upload("evil.safetensors", p.read_bytes(), "application/octet-stream").run()
-    at.selectbox[0].set_value("evil.safetensors").run()
+    at.selectbox(key="inspect_source").set_value("evil.safetensors").run()
     clean(at)
     assert evil in list(at.dataframe[0].value["layer"])  # dataframes show text as text
     for fig in figures(at):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from peft.tuners.adalora.layer import RankAllocator
 
 from adapters.schedules import adalora_cubic_budget, cubic_keep_fraction, rosa_phase
 
@@ -47,6 +46,8 @@ def test_adalora_budget_hand_points() -> None:
 
 @pytest.mark.parametrize("tinit, tfinal, total", [(0, 0, 50), (10, 20, 100), (3, 5, 25)])
 def test_adalora_budget_matches_peft(tinit: int, tfinal: int, total: int) -> None:
+    from peft.tuners.adalora.layer import RankAllocator
+
     cfg = SimpleNamespace(tinit=tinit, tfinal=tfinal, total_step=total, deltaT=1)
     alloc = SimpleNamespace(peft_config=cfg, init_bgt=12 * 6, target_bgt=8 * 6)
     for step in range(total + 3):

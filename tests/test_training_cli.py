@@ -39,7 +39,7 @@ def test_huge_learning_rate_stops_and_keeps_the_last_good_checkpoint(tmp_path, c
 
 @pytest.mark.parametrize("argv, where", [
     (["train", "--task", "nope", "--method", "lora", "-o", "x.safetensors"], "nope"),
-    (["train", "--task", "lowrank", "--method", "dora", "-o", "x.safetensors"], "dora"),
+    (["train", "--task", "lowrank", "--method", "vera", "-o", "x.safetensors"], "vera"),
     (["train", "--task", "lowrank", "--method", "lora", "--budget", "7", "-o", "x.safetensors"], "--budget"),
     (["train", "--task", "lowrank", "--method", "lora", "--steps", "0", "-o", "x.safetensors"], "--steps"),
     (["compare", "--task", "lowrank", "--methods", "lora,lora", "-o", "d"], "--methods"),
@@ -58,7 +58,8 @@ def test_compare_every_method(tmp_path, capsys) -> None:
     assert code == 0, capsys.readouterr().err
     m = pd.read_csv(tmp_path / "metrics.csv")
     assert list(m["method"]) == methods and (m["task"] == "lowrank").all()
-    assert ((m["n_params"] - 1024).abs() <= 0.05 * 1024).all() and m["recovery_error"].notna().all()
+    extra = m["method"].map(lambda k: adapters.METHODS[k].extra_params([(128, 128)]))  # on top of the budget
+    assert ((m["n_params"] - extra - 1024).abs() <= 0.05 * 1024).all() and m["recovery_error"].notna().all()
     assert all(isinstance(json.loads(c), dict) for c in m["config"])
     traj = pd.read_csv(tmp_path / "trajectory.csv")
     assert set(traj["method"]) == set(methods) and len(traj) == 4 * len(methods)

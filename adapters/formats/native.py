@@ -312,7 +312,8 @@ def load_adapters(path: str | os.PathLike, bases: dict[str, nn.Linear] | None = 
     """Rebuild the trainable adapters saved in ``path``: ``{layer: AdapterLinear}``.
 
     ``bases`` supplies each layer's frozen ``nn.Linear``; without it a zero base of the right shape is
-    used, which is enough to reproduce ΔW exactly.
+    used, which reproduces ΔW exactly for every method whose ΔW does not read W0 (DoRA's does: pass
+    ``bases``, or read the stored ΔW with ``load_native``).
     """
     header, manifest = _read(path)
     out: dict[str, AdapterLinear] = {}

@@ -1,4 +1,4 @@
-"""The methods' official formats (formats.md section 3), read as PEFT-style folders or files.
+"""The methods' official formats (docs/formats.md), read as PEFT-style folders or files.
 
 - RoSA (IST-DASLab/peft-rosa, ``peft_type: ROSA``): ``rosa_A.weight`` (r, in), ``rosa_B.weight`` (out, r)
   and a CSR sparse part ``rosa_spa.values`` (nnz,), ``row_offs`` (out+1,) int32, ``col_idx`` (nnz,)
@@ -29,7 +29,7 @@ from .peft_common import Ctx, fp, need_base_shape, pattern_value
 from .peft_lora import lora_scale
 from .safetensors_io import TensorFile
 
-__all__ = ["OFFICIAL_TUNERS", "csr_to_coo", "mora_forward", "mora_delta", "nola_factor", "load_nola_file"]
+__all__ = ["OFFICIAL_TUNERS", "NOLA_NOTE", "csr_to_coo", "mora_forward", "mora_delta", "nola_factor"]
 
 
 # -- RoSA -----------------------------------------------------------------------------------------
@@ -216,22 +216,13 @@ def _nola(module: str, slots: dict[str, str], ctx: Ctx) -> LayerDelta:
                                                  "num_basis_b": k_b, "generator": "cpu"})
 
 
-_NOLA_NOTE = ("NOLA bases are regenerated with torch's CPU generator; a file trained on CUDA drew them from "
-              "CUDA's generator and will not reproduce")
-
-
-def load_nola_file(path: Path, tf: TensorFile, base: BaseWeights | None, *, check: bool = True) -> DeltaSet:
-    """A NOLA state dict saved without a config (the GPT-2 code path): alpha is not stored, 1.0 assumed."""
-    from .peft_folder import load_peft_weights
-
-    cfg = {"peft_type": "LORA", "use_nola": True, "lora_alpha": 1.0}
-    warn = "no config beside the NOLA file: lora_alpha=1.0 assumed (the official code's default), s = 1/r"
-    return load_peft_weights(path, tf, cfg, base, check=check, warnings=[warn, _NOLA_NOTE])
+NOLA_NOTE = ("NOLA bases are regenerated with torch's CPU generator; a file trained on CUDA drew them from "
+             "CUDA's generator and will not reproduce")
 
 
 OFFICIAL_TUNERS: dict[str, dict] = {
     "ROSA": dict(params=("rosa_A", "rosa_B", "rosa_spa"), build=_rosa, method="rosa"),
     "MORA": dict(params=("lora_A", "lora_B"), build=_mora, method="mora",
                  needs_base="MoRA needs the base model's layer shapes to place its square matrix (pass base=...)"),
-    "NOLA": dict(params=("lora_A", "lora_B"), build=_nola, method="nola"),
+    "NOLA": dict(params=("lora_A", "lora_B"), build=_nola, method="nola", note=NOLA_NOTE),
 }

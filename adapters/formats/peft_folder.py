@@ -10,6 +10,7 @@ when the base is given).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,11 @@ from ..delta import CheckpointError, DeltaSet, LayerDelta
 from .basemodel import BaseWeights
 from .lazy import ModuleProblem, finish
 from .peft_common import CONFIG_NAME, Ctx, fp, group_keys, list_adapters, read_config, weights_file
+from .official import OFFICIAL_TUNERS
 from .peft_lora import LORA_PARAMS, build_lora
+from .peft_tuners import MORE_TUNERS
 
-__all__ = ["Tuner", "TUNERS", "load_peft", "load_peft_weights"]
+__all__ = ["Tuner", "TUNERS", "load_peft", "load_peft_weights", "load_nola_file", "peft_markers"]
 
 
 @dataclass(frozen=True)
@@ -31,17 +34,29 @@ class Tuner:
     method: str
     shared: tuple[str, ...] = ()
     needs_base: str | None = None  # why the whole file needs W0 (checked before reading modules)
+    note: str | None = None  # a warning every file of this tuner carries
 
 
 TUNERS: dict[str, Tuner] = {"LORA": Tuner(LORA_PARAMS, build_lora, "lora")}
 
 
 def _register_more() -> None:
-    from .official import OFFICIAL_TUNERS
-    from .peft_tuners import MORE_TUNERS
-
     for k, v in {**MORE_TUNERS, **OFFICIAL_TUNERS}.items():
         TUNERS.setdefault(k, Tuner(**v))
+
+
+@functools.cache
+def peft_markers() -> tuple[str, ...]:
+    """``.<name>`` for every tensor name a PEFT tuner here reads (``sniff``'s test for PEFT keys)."""
+    _register_more()
+    return tuple(sorted({f".{p}" for t in TUNERS.values() for p in (*t.params, *t.shared)}))
+
+
+def load_nola_file(path: Path, tf: Any, base: BaseWeights | None, *, check: bool = True) -> DeltaSet:
+    """A NOLA state dict saved without a config (the GPT-2 code path): alpha is not stored, 1.0 assumed."""
+    cfg = {"peft_type": "LORA", "use_nola": True, "lora_alpha": 1.0}
+    warn = "no config beside the NOLA file: lora_alpha=1.0 assumed (the official code's default), s = 1/r"
+    return load_peft_weights(path, tf, cfg, base, check=check, warnings=[warn])
 
 
 def _pick_tuner(ptype: str, cfg: dict[str, Any]) -> Tuner | None:
@@ -53,7 +68,9 @@ def _pick_tuner(ptype: str, cfg: dict[str, Any]) -> Tuner | None:
     return TUNERS.get(ptype) if ptype not in ("MORA", "NOLA") else None
 
 
-# LoRA variants that change the maths (formats.md 1.2 / 1.4)
+_DORA_NEEDS = "DoRA adapters need the base model: ΔW = m/‖W+s·BA‖·(W+s·BA) − W depends on W (pass base=... / --base)"
+
+# LoRA variants that change the maths (docs/formats.md)
 _UNSUPPORTED_LORA = {"use_bdlora": "BD-LoRA", "kasa_config": "KaSA", "use_qalora": "QA-LoRA",
                      "arrow_config": "Arrow", "alora_invocation_tokens": "aLoRA"}
 
@@ -67,8 +84,7 @@ def _lora_checks(cfg: dict[str, Any], path: Path, base: BaseWeights | None, warn
         if cfg.get(key):
             warns.append(f"{label} ({key}) changes the update's formula; shown as plain LoRA s·B@A (approximate)")
     if cfg.get("use_dora") and base is None:
-        raise CheckpointError(path, "DoRA adapters need the base model: ΔW = m/‖W+s·BA‖·(W+s·BA) − W depends on "
-                                    "W (pass base=... / --base)")
+        raise CheckpointError(path, _DORA_NEEDS)
 
 
 def _matches(module: str, names: Any) -> bool:
@@ -152,10 +168,15 @@ def load_peft_weights(path: Path, tf: Any, cfg: dict[str, Any], base: BaseWeight
     if tuner is None:
         raise CheckpointError(path, f"unsupported peft_type {ptype[:40]!r} (supported: {', '.join(sorted(set(TUNERS) - {'MORA', 'NOLA'}))}, "
                                     "and LORA with use_mora / use_nola)")
-    if tuner.method == "nola":
-        from .official import _NOLA_NOTE
-        if _NOLA_NOTE not in warns:
-            warns.append(_NOLA_NOTE)
+    if tuner.note and tuner.note not in warns:
+        warns.append(tuner.note)
+    base_used = None
+    why = tuner.needs_base or (_DORA_NEEDS if tuner.method == "lora" and cfg.get("use_dora") else None)
+    if base is None and why:  # the base found by itself: adapter_config.json's base_model_name_or_path
+        from .hub_base import BASE_FIELD, find_base
+
+        base = find_base(path, cfg, why)
+        base_used = {"field": BASE_FIELD, "name": cfg.get(BASE_FIELD), "resolved": base.label}
     if tuner.method == "lora":
         _lora_checks(cfg, path, base, warns)
     if tuner.needs_base and base is None:
@@ -182,6 +203,8 @@ def load_peft_weights(path: Path, tf: Any, cfg: dict[str, Any], base: BaseWeight
                          "model to see it as a dense delta")
     config = dict(cfg)
     config["modules_to_save_found"] = sorted(saved)
+    if base_used:
+        config["base_model_used"] = base_used
     method = "dora" if ptype == "LORA" and cfg.get("use_dora") else tuner.method
     return finish(layers, source=str(path), method=method, format="peft", config=config, warnings=warns,
                   check=check)

@@ -1,6 +1,6 @@
 """Hugging Face PEFT LoRA modules (``peft_type: LORA``) -> ``LayerDelta``.
 
-Per module (formats.md 1.3-1.4), with ``s = alpha/r`` (``alpha/sqrt(r)`` under rsLoRA) and ``r`` and
+Per module (docs/formats.md), with ``s = alpha/r`` (``alpha/sqrt(r)`` under rsLoRA) and ``r`` and
 ``alpha`` taken from ``rank_pattern`` / ``alpha_pattern`` by PEFT's matching rule:
 
 - Linear: A (r, in), B (out, r): ΔW = s·B@A, (out, in). With ``fan_in_fan_out`` (GPT-2 Conv1D) the

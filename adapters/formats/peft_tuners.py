@@ -1,6 +1,6 @@
 """PEFT tuners other than LoRA whose ΔW is additive: AdaLoRA, VeRA, LoHa, LoKr, VB-LoRA, RandLoRA.
 
-Formulas follow formats.md 1.5-1.6 (PEFT 0.21 ``get_delta_weight``); ΔW is (out, in), conv weights
+Formulas follow PEFT's own (PEFT 0.21 ``get_delta_weight``); ΔW is (out, in), conv weights
 flattened to (out, in·kh·kw). ``MORE_TUNERS`` (all tuners besides LoRA) is read by ``peft_folder``.
 
 - AdaLoRA: ΔW = B @ (A ⊙ E) · scaling / (init_r + 1e-5), scaling = lora_alpha (or r when ≤ 0);

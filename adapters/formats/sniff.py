@@ -24,9 +24,6 @@ from .safetensors_io import PICKLE_SUFFIXES, TensorFile, open_tensor_file
 
 __all__ = ["Sniffed", "sniff", "classify_keys"]
 
-_PEFT_MARKERS = (".lora_A", ".lora_B", ".lora_embedding_A", ".lora_E", ".vera_lambda", ".hada_w1", ".lokr_w",
-                 ".vblora_logits", ".randlora_lambda", ".shira_weight", ".fourierft_spectrum", ".ia3_l",
-                 ".oft_R", ".rosa_A", ".rosa_spa", ".lora_magnitude_vector")
 _KOHYA_MARKERS = (".lora_down.weight", ".lora_up.weight", ".hada_w1_a", ".lokr_w1", ".lora_mid.weight")
 
 
@@ -46,7 +43,10 @@ def classify_keys(keys: list[str]) -> str:
             return "kohya"
     if any(k.endswith(".coefficients") for k in keys) and any(k.endswith(".seed") for k in keys):
         return "nola"
-    if any(m in k for k in keys for m in _PEFT_MARKERS):
+    from .peft_folder import peft_markers  # the tensor names the PEFT loaders read
+
+    markers = peft_markers()
+    if any(m in k for k in keys for m in markers):
         return "peft"
     return "state_dict"
 

@@ -4,6 +4,9 @@ over the adapted layers lands within ±5 % of one budget. Counts always come fro
 moves is the method's own rule (``MethodSpec.budget``, in the method's module): e.g. LoRA, RoseLoRA
 and MoRA choose r, NOLA k + l per layer, RoSA r from a share of the budget and a density for the rest.
 
+A method may declare parameters that come on top of the match (``MethodSpec.budget_extra``, e.g. a
+per-output magnitude vector): they are left out of the ±5 % check and counted in ``n_params``.
+
 Shapes are ``(out_features, in_features)`` like ``nn.Linear.weight``.
 """
 
@@ -15,7 +18,7 @@ from typing import Any
 from ..knobs import BudgetError
 from ..registry import METHODS, make_config
 
-__all__ = ["BudgetError", "match_budget", "match_budget_layers", "match_layer_configs", "param_count",
+__all__ = ["BudgetError", "match_budget", "match_budget_layers", "match_layer_configs", "param_count", "matched_count",
            "budget_report", "TOLERANCE"]
 
 TOLERANCE = 0.05
@@ -29,12 +32,17 @@ def param_count(method: str, config: dict[str, Any], shapes: Iterable[Shape]) ->
     return sum(int(cfg.n_params(int(i), int(o))) for o, i in shapes)
 
 
+def matched_count(method: str, config: dict[str, Any], shapes: Sequence[Shape]) -> int:
+    """The count a budget is matched against: ``param_count`` less the method's ``budget_extra``."""
+    return param_count(method, config, shapes) - METHODS[method].extra_params(shapes)
+
+
 def _choose(method: str, budget: int, shapes: list[Shape], options: dict[str, Any]) -> dict[str, Any]:
     """The method's own budget rule (``MethodSpec.budget``), counting through its config."""
     rule = METHODS[method].budget
     if rule is None:
         raise BudgetError(f"{method}: no budget rule for this method")
-    return rule(budget, shapes, lambda cfg, shs: param_count(method, cfg, shs), options)
+    return rule(budget, shapes, lambda cfg, shs: matched_count(method, cfg, shs), options)
 
 
 def match_budget_layers(
@@ -63,7 +71,7 @@ def match_budget_layers(
         if method not in METHODS:
             raise KeyError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
         cfg = _choose(method, budget, shapes, options)
-        n = param_count(method, cfg, shapes)
+        n = matched_count(method, cfg, shapes)
         if abs(n - budget) > tol * budget:
             raise BudgetError(f"{method}: the nearest parameter count to the budget {budget} is {n} "
                               f"({(n - budget) / budget:+.1%}, config {cfg}); choose a budget nearer a multiple "
@@ -98,7 +106,7 @@ def match_layer_configs(budget: int, shapes: Sequence[Shape], method: str, *, to
     if len(groups) > 8:  # 3^G combinations: only searched for up to 8 groups
         raise BudgetError(f"{method}: no shared config reaches the budget {budget} within {tol:.0%}")
     mult = [sum(1 for sh in shapes if (sh,) == g) if len(shapes) > 8 else 1 for g in groups]
-    choices = [[(d, m * param_count(method, {**cfg, knob: base_r + d}, [g[0]])) for d in steps if base_r + d >= 1]
+    choices = [[(d, m * matched_count(method, {**cfg, knob: base_r + d}, [g[0]])) for d in steps if base_r + d >= 1]
                for g, m in zip(groups, mult)]
     best = min(itertools.product(*choices), key=lambda combo: abs(sum(n for _, n in combo) - budget))
     total = sum(n for _, n in best)

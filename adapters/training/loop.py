@@ -28,7 +28,8 @@ from ..registry import METHODS
 from .budget import match_layer_configs, param_count
 from .tasks import Task, make_task
 
-__all__ = ["TrainResult", "train", "resolve_device", "fit_schedule", "Progress", "DIVERGENCE_FACTOR"]
+__all__ = ["TrainResult", "RunPlan", "plan_run", "train", "resolve_device", "fit_schedule", "Progress",
+           "DIVERGENCE_FACTOR"]
 
 #: the default divergence guard: stop when the loss exceeds this multiple of the first step's loss
 DIVERGENCE_FACTOR = 1000.0
@@ -156,6 +157,132 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: the process peak
 
 
+@dataclasses.dataclass
+class RunPlan:
+    """Phase 1 of ``train``: each adapted layer's config (budget-matched, schedules fitted to the run),
+    the exact trainable count, the config reported (shared, or ``{"per_layer": {...}}``) and the budget."""
+
+    layer_configs: list[dict[str, Any]]
+    config: dict[str, Any]
+    n_params: int
+    budget: int | None
+
+
+def plan_run(t: Task, method: str, steps: int, budget: int | None = None, config: dict[str, Any] | None = None,
+             budget_options: dict[str, Any] | None = None) -> RunPlan:
+    """The layer configs for ``method`` on task ``t``: ``config`` for every layer, else matched to
+    ``budget`` (default: the task's) by ``budget.match_layer_configs``; then fitted to ``steps``."""
+    shapes = [(o, i) for _, o, i in t.shapes()]
+    if config is None:
+        budget = int(budget if budget is not None else t.default_budget)
+        layer_cfgs = match_layer_configs(budget, shapes, method, **(budget_options or {}))
+    else:
+        layer_cfgs = [dict(config) for _ in shapes]
+    layer_cfgs = [fit_schedule(method, c, steps) for c in layer_cfgs]
+    n_params = sum(param_count(method, c, [sh]) for c, sh in zip(layer_cfgs, shapes))
+    shown = layer_cfgs[0] if all(c == layer_cfgs[0] for c in layer_cfgs) else \
+        {"per_layer": dict(zip(t.targets, layer_cfgs))}
+    return RunPlan(layer_cfgs, shown, n_params, budget)
+
+
+class _Run:
+    """Phases 2–4 of ``train``: build the adapters and the optimizer, take the steps (with the NaN/Inf
+    guard, evaluations, snapshots and checkpoints), and gather the ``TrainResult``."""
+
+    def __init__(self, t: Task, method: str, plan: RunPlan, steps: int, seed: int, lr: float,
+                 dev: torch.device, reference: dict[str, float]) -> None:
+        self.t, self.method, self.plan, self.steps, self.seed, self.lr, self.dev = t, method, plan, steps, seed, lr, dev
+        self.reference = reference
+        self.model = t.model
+        for name, cfg in zip(t.targets, plan.layer_configs):
+            inject(self.model, method, targets=[name], **cfg)
+        self.model.to(dev)
+        self.mods = adapter_modules(self.model)
+        self.opt = torch.optim.Adam([g for _, m in self.mods for g in m.param_groups(lr)])
+        self.rows: list[dict[str, Any]] = []
+        self.snapshots: dict[int, DeltaSet] = {}
+        self.done = 0
+        self.stopped: str | None = None
+        self.start = time.perf_counter()
+
+    def _snap(self, step: int) -> None:
+        self.snapshots[step] = collect(self.model, source=f"{self.t.name}/{self.method}@{step}")
+
+    def loop(self, progress: Progress | None, eval_every: int | None, snapshot_steps: list[int] | None,
+             checkpoint: str | Path | None, checkpoint_every: int | None,
+             divergence_factor: float | None = DIVERGENCE_FACTOR) -> None:
+        """Train for ``steps`` steps, or until the divergence guard stops (the last good state restored)."""
+        t, model, mods, opt, steps, lr, dev = self.t, self.model, self.mods, self.opt, self.steps, self.lr, self.dev
+        eval_every = max(1, int(eval_every or max(1, steps // 10)))
+        snap_at = set(snapshot_steps if snapshot_steps is not None
+                      else {0, steps // 4, steps // 2, (3 * steps) // 4, steps})
+        if 0 in snap_at:
+            self._snap(0)
+        good = _Snapshot(model)
+        first = float("nan")
+        for step in range(steps):
+            t0 = time.perf_counter()
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            model.train()
+            batch = tuple(b.to(dev) for b in t.batch(step))
+            loss = t.loss(model, batch)
+            lv = float(loss.detach())
+            first = lv if step == 0 else first  # the guard's reference: the untrained loss
+            too_big = (divergence_factor is not None and math.isfinite(lv) and first > 0
+                       and lv > divergence_factor * first)
+            if not math.isfinite(lv) or too_big:
+                self.done = max(0, self.done - 1)  # the state after `step` steps is bad: keep the one before it
+                grew = f", over {divergence_factor:g}x the first step's {first:.4g}" if too_big else ""
+                self.stopped = (f"training stopped at step {step}: the loss became {lv:.6g}{grew} "
+                                f"(learning rate {lr:g} too high?); kept the last good state (after {self.done} steps)")
+                break
+            good.take()  # this state's loss is finite: it is the last good one
+            if checkpoint is not None and checkpoint_every and self.done and self.done % checkpoint_every == 0:
+                self.result(None).save(checkpoint)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for _, m in mods:
+                m.before_step(step)
+            opt.step()
+            for _, m in mods:
+                m.after_step(step)
+            if not _finite_params(model):
+                self.stopped = (f"training stopped at step {step}: the adapter weights became NaN/Inf "
+                                f"(learning rate {lr:g} too high?); kept the last good state (after {self.done} steps)")
+                break
+            self.done = done = step + 1
+            row: dict[str, Any] = {"step": done, "loss": lv, "wall_s": time.perf_counter() - t0,
+                                   "peak_mem_mb": _peak_mem_mb(dev)}
+            if done % eval_every == 0 or done == steps:
+                model.eval()
+                row.update({f"eval_{k}": v for k, v in t.evaluate(model).items()})
+                row["sparsity"] = _sparsity(model)
+            self.rows.append(row)
+            if done in snap_at:
+                self._snap(done)
+            if progress is not None:
+                progress(done, steps, {"loss": lv})
+        if self.stopped is not None:
+            good.restore()
+        model.eval()
+
+    def result(self, stopped: str | None) -> TrainResult:
+        """The ``TrainResult`` of the state now (metrics evaluated, ΔW collected)."""
+        import pandas as pd
+
+        model, rows, plan = self.model, self.rows, self.plan
+        was_training = model.training
+        model.eval()
+        metrics = self.t.evaluate(model)
+        model.train(was_training)
+        traj = pd.DataFrame(rows, columns=None if rows else ["step", "loss", "wall_s", "peak_mem_mb"])
+        deltas = collect(model, source=f"{self.t.name}/{self.method}")
+        return TrainResult(self.t.name, self.method, model, deltas, metrics, traj, dict(self.snapshots),
+                           dict(plan.config), plan.n_params, plan.budget, self.steps, self.done, self.seed, self.lr,
+                           str(self.dev), time.perf_counter() - self.start, self.reference, stopped)
+
+
 def train(
     task: str | Task,
     method: str,
@@ -190,7 +317,6 @@ def train(
         divergence_factor: stop (keeping the last good state) when a loss exceeds this multiple of the
             first step's loss (a positive one); > 1, or None for the NaN/Inf guard alone.
     """
-
     dev = resolve_device(device)
     if method not in METHODS:
         raise KeyError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
@@ -201,102 +327,13 @@ def train(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if divergence_factor is not None and not divergence_factor > 1:
         raise ValueError(f"divergence_factor must be > 1 (or None: no bound), got {divergence_factor}")
-    shapes = [(o, i) for _, o, i in t.shapes()]
-    if config is None:
-        budget = int(budget if budget is not None else t.default_budget)
-        layer_cfgs = match_layer_configs(budget, shapes, method, **(budget_options or {}))
-    else:
-        layer_cfgs = [dict(config) for _ in shapes]
-    layer_cfgs = [fit_schedule(method, c, steps) for c in layer_cfgs]
-    n_params = sum(param_count(method, c, [sh]) for c, sh in zip(layer_cfgs, shapes))
-    config = layer_cfgs[0] if all(c == layer_cfgs[0] for c in layer_cfgs) else \
-        {"per_layer": dict(zip(t.targets, layer_cfgs))}
+    plan = plan_run(t, method, steps, budget, config, budget_options)
     reference = t.reference()
-
-    model = t.model
     with torch.random.fork_rng(devices=[]):  # the caller's CPU RNG is left as it was
         torch.manual_seed(seed)
-        for name, cfg in zip(t.targets, layer_cfgs):
-            inject(model, method, targets=[name], **cfg)
-        model.to(dev)
-        mods = adapter_modules(model)
-        groups = [g for _, m in mods for g in m.param_groups(lr)]
-        opt = torch.optim.Adam(groups)
-        eval_every = max(1, int(eval_every or max(1, steps // 10)))
-        snap_at = set(snapshot_steps if snapshot_steps is not None
-                      else {0, steps // 4, steps // 2, (3 * steps) // 4, steps})
-        snapshots: dict[int, DeltaSet] = {}
-        if 0 in snap_at:
-            snapshots[0] = collect(model, source=f"{t.name}/{method}@0")
-        rows: list[dict[str, Any]] = []
-        good = _Snapshot(model)
-        stopped: str | None = None
-        done, first = 0, float("nan")
-        start = time.perf_counter()
-        for step in range(steps):
-            t0 = time.perf_counter()
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
-            model.train()
-            batch = tuple(b.to(dev) for b in t.batch(step))
-            loss = t.loss(model, batch)
-            lv = float(loss.detach())
-            first = lv if step == 0 else first  # the guard's reference: the untrained loss
-            too_big = (divergence_factor is not None and math.isfinite(lv) and first > 0
-                       and lv > divergence_factor * first)
-            if not math.isfinite(lv) or too_big:
-                done = max(0, done - 1)  # the state after `step` steps is bad: keep the one before it
-                grew = f", over {divergence_factor:g}x the first step's {first:.4g}" if too_big else ""
-                stopped = (f"training stopped at step {step}: the loss became {lv:.6g}{grew} "
-                           f"(learning rate {lr:g} too high?); kept the last good state (after {done} steps)")
-                break
-            good.take()  # this state's loss is finite: it is the last good one
-            if checkpoint is not None and checkpoint_every and done and done % checkpoint_every == 0:
-                _result(t, method, model, rows, snapshots, config, n_params, budget, steps, done, seed, lr, dev,
-                        time.perf_counter() - start, reference, None).save(checkpoint)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for _, m in mods:
-                m.before_step(step)
-            opt.step()
-            for _, m in mods:
-                m.after_step(step)
-            if not _finite_params(model):
-                stopped = (f"training stopped at step {step}: the adapter weights became NaN/Inf "
-                           f"(learning rate {lr:g} too high?); kept the last good state (after {done} steps)")
-                break
-            done = step + 1
-            row: dict[str, Any] = {"step": done, "loss": lv, "wall_s": time.perf_counter() - t0,
-                                   "peak_mem_mb": _peak_mem_mb(dev)}
-            if done % eval_every == 0 or done == steps:
-                model.eval()
-                row.update({f"eval_{k}": v for k, v in t.evaluate(model).items()})
-                row["sparsity"] = _sparsity(model)
-            rows.append(row)
-            if done in snap_at:
-                snapshots[done] = collect(model, source=f"{t.name}/{method}@{done}")
-            if progress is not None:
-                progress(done, steps, {"loss": lv})
-        if stopped is not None:
-            good.restore()
-        model.eval()
-        res = _result(t, method, model, rows, snapshots, config, n_params, budget, steps, done, seed, lr, dev,
-                      time.perf_counter() - start, reference, stopped)
+        run = _Run(t, method, plan, steps, seed, lr, dev, reference)
+        run.loop(progress, eval_every, snapshot_steps, checkpoint, checkpoint_every, divergence_factor)
+        res = run.result(run.stopped)
     if checkpoint is not None:
         res.save(checkpoint)
     return res
-
-
-def _result(t: Task, method: str, model: nn.Module, rows: list[dict[str, Any]], snapshots: dict[int, DeltaSet],
-            config: dict[str, Any], n_params: int, budget: int | None, steps: int, done: int, seed: int, lr: float,
-            dev: torch.device, wall: float, reference: dict[str, float], stopped: str | None) -> TrainResult:
-    import pandas as pd
-
-    was_training = model.training
-    model.eval()
-    metrics = t.evaluate(model)
-    model.train(was_training)
-    traj = pd.DataFrame(rows, columns=None if rows else ["step", "loss", "wall_s", "peak_mem_mb"])
-    deltas = collect(model, source=f"{t.name}/{method}")
-    return TrainResult(t.name, method, model, deltas, metrics, traj, dict(snapshots), dict(config), n_params, budget,
-                       steps, done, seed, lr, str(dev), wall, reference, stopped)

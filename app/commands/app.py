@@ -19,13 +19,16 @@ MAX_UPLOAD_MB = 200  # server.maxUploadSize, per file; .streamlit/config.toml sa
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="*", metavar="PATH",
+                   help="checkpoints to open: files, folders or Hugging Face repo ids (org/name[@rev][/subfolder])")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     p.add_argument("--samples", default=str(SAMPLES), help="folder of checkpoints loaded at start (default: the bundled samples)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
 
 
-def streamlit_command(host: str, port: int, samples: str, headless: bool = True) -> list[str]:
+def streamlit_command(host: str, port: int, samples: str, headless: bool = True,
+                      opened: tuple[str, ...] = ()) -> list[str]:
     """The argv that serves the workbench; the server settings are explicit, not left to defaults."""
     return [
         sys.executable, "-m", "streamlit", "run", str(MAIN),
@@ -35,7 +38,7 @@ def streamlit_command(host: str, port: int, samples: str, headless: bool = True)
         "--server.maxUploadSize", str(MAX_UPLOAD_MB),
         "--browser.gatherUsageStats", "false",
         "--", "--samples", samples,
-    ]
+    ] + [a for spec in opened for a in ("--open", spec)]
 
 
 def _open_when_healthy(host: str, port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -56,6 +59,21 @@ def _open_when_healthy(host: str, port: int, proc: subprocess.Popen, timeout: fl
             time.sleep(0.5)
 
 
+def _open_spec(spec: str) -> str:
+    """A source for the server (which runs in the repository folder): a local path made absolute, or a
+    repo id resolved here first, so a download shows its progress in this terminal and a bad id exits 2."""
+    from adapters.formats.hub import is_repo_id, resolve_source
+
+    from ..errors import UserError
+
+    if Path(spec).expanduser().exists():
+        return str(Path(spec).expanduser().resolve())
+    if not is_repo_id(spec):
+        raise UserError(spec, "no such file or folder (nor a Hugging Face repo id such as org/name)")
+    resolve_source(spec)  # CheckpointError (exit 2) when it is neither cached nor downloadable
+    return spec
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
 
@@ -63,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(args.port, "port must be between 1 and 65535")
     if not Path(args.samples).is_dir():
         raise UserError(args.samples, "the samples folder does not exist")
+    opened = tuple(_open_spec(s) for s in args.sources)
     print(f"RankScope workbench on http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     # Always headless: a non-headless Streamlit asks for an e-mail address on its first run and dies
     # when no terminal answers (make run in a fresh environment). The browser is opened here instead.
-    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=True), cwd=REPO, env=env)
+    proc = subprocess.Popen(streamlit_command(args.host, args.port, args.samples, headless=True, opened=opened),
+                            cwd=REPO, env=env)
     if not args.no_browser:
         threading.Thread(target=_open_when_healthy, args=(args.host, args.port, proc), daemon=True).start()
     # A SIGTERM/SIGHUP to `rankscope app` must stop the server too (else it is orphaned, port held).

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from analysis.deltas import align_tables
 from app import charts, data, frames
 from app.ui import guard, pick_sources
 
@@ -64,6 +65,7 @@ with guard("compare"):
     st.subheader("Parameter counts")
     st.plotly_chart(charts.params_figure(summary), width="stretch")
     st.subheader("Comparison table")
-    st.caption("One row per (checkpoint, layer).")
-    shown_cols = ["source", *[c for c in table.columns if c != "source"]]
-    st.dataframe(table[shown_cols].dropna(axis=1, how="all"), hide_index=True, width="stretch")
+    st.caption("One row per (checkpoint, layer), over every layer of any checkpoint; “present” is false where a "
+               "checkpoint lacks the layer.")
+    side = align_tables([(s.label, t.drop(columns="source")) for s, t in zip(srcs, tables)])
+    st.dataframe(side.dropna(axis=1, how="all"), hide_index=True, width="stretch")

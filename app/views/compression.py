@@ -13,12 +13,13 @@ PRESET_HELP = "one line per projection: name, d (out), k (in), how many such lay
 with guard("compression"):
     from analysis.compression import PRESETS
 
-    choice = st.selectbox("Model", [*PRESETS, "Your own layer shapes"])
+    choice = st.selectbox("Model", [*PRESETS, "Your own layer shapes"], key="compression_model")
     if choice in PRESETS:
         shapes = [tuple(x) for x in PRESETS[choice]]
         st.dataframe(pd.DataFrame(shapes, columns=["projection", "d (out)", "k (in)", "layers"]), hide_index=True)
     else:
-        text = st.text_area("Layer shapes", "q_proj 4096 4096 32\nmlp_up 11008 4096 32", help=PRESET_HELP)
+        text = st.text_area("Layer shapes", "q_proj 4096 4096 32\nmlp_up 11008 4096 32", help=PRESET_HELP,
+                            key="compression_shapes")
         shapes = []
         for i, line in enumerate(text.strip().splitlines(), 1):
             parts = line.split()

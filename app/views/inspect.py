@@ -10,7 +10,8 @@ st.caption("Every adapted layer's weight update ΔW (shape output × input featu
            "really uses (rank), how much of it is exactly zero (sparsity), and where its mass sits.")
 srcs = pick_sources()
 by_label = {s.label: s for s in srcs}
-label = st.selectbox("Checkpoint", list(by_label), help="Choose among the active sources in the sidebar.")
+label = st.selectbox("Checkpoint", list(by_label), key="inspect_source",
+                     help="Choose among the active sources in the sidebar.")
 src = by_label[label]
 
 with guard(label):
@@ -20,6 +21,10 @@ with guard(label):
     c[1].metric("File format", summ["format"])
     c[2].metric("Adapted layers", summ["n_layers"])
     c[3].metric("Trainable parameters", f"{summ['n_params']:,}" if summ["n_params"] is not None else "unknown")
+    base = summ.get("base_used")
+    if base:
+        st.caption(md(f"W0 from the base model named in adapter_config.json ({base.get('field')} = "
+                      f"{base.get('name')}): {base.get('resolved')}"))
     for w in summ["warnings"]:
         st.warning(md(w))
 
@@ -54,7 +59,7 @@ with guard(label):
     right.plotly_chart(charts.block_figure(table), width="stretch")
 
     st.subheader("One layer up close")
-    layer = st.selectbox("Layer", list(table["layer"]))
+    layer = st.selectbox("Layer", list(table["layer"]), key="inspect_layer")
     row = table.set_index("layer").loc[layer]
     shape = (int(row["out_features"]), int(row["in_features"]))
     left, right = st.columns(2)

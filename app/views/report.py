@@ -18,7 +18,7 @@ chosen = [s for s in srcs if s.label in labels]
 with guard("report"):
     if not chosen:
         raise ValueError("choose at least one checkpoint for the report")
-    if st.button("Build the report", type="primary"):
+    if st.button("Build the report", type="primary", key="build_report"):
         st.session_state["report_key"] = (tuple((s.label, s.path) for s in chosen), int(r))
     key = st.session_state.get("report_key")
     if key and key == (tuple((s.label, s.path) for s in chosen), int(r)):

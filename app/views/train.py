@@ -54,7 +54,7 @@ with guard("train"):
     tasks = trainer.tasks()
     devices = trainer.devices()
     c = st.columns([1, 2])
-    task = c[0].selectbox("Task", list(tasks), help="Built-in tasks; data is made in code, nothing is downloaded.")
+    task = c[0].selectbox("Task", list(tasks), key="train_task", help="Built-in tasks; data is made in code, nothing is downloaded.")
     info = tasks[task]
     c[1].markdown(f"**{md(task)}** — {md(info.description)}")
     choices = trainer.methods()

@@ -1,11 +1,9 @@
 """The registry carries each method: a toy method registered from this test file (outside the
 package, no project file edited) trains, matches a budget, counts in the compression table and is a
-choice on the Train page; ``import analysis`` loads no method module."""
+choice on the Train page (``tests/test_layout.py``: ``import analysis`` loads no method module)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,11 +126,6 @@ def test_toy_method_is_a_choice_on_the_train_page(toy) -> None:
     assert "Toy diagonal" in choices and "LoRA" in choices
 
 
-def test_importing_analysis_loads_no_method_module() -> None:
-    method_modules = sorted({spec.linear_cls.__module__ for spec in METHODS.values()})
-    code = ("import sys, analysis.rank, analysis.sparsity, analysis.compression, analysis.spectrum, "
-            "analysis.deltas, analysis.inspect, analysis.blocks, analysis.schedules, analysis.names\n"
-            f"print(sorted(set(sys.modules) & set({method_modules!r})))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
-    assert out.stdout.strip() == "[]", out.stdout
+def test_rosa_without_lora_part_has_no_warmup() -> None:
+    assert METHODS["rosa"].fit_schedule({"r": 0, "density": 0.1}, 100)["warmup_steps"] == 0
+    assert METHODS["rosa"].fit_schedule({"r": 2}, 100)["warmup_steps"] == 20

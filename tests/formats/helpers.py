@@ -10,6 +10,21 @@ import torch
 from torch import nn
 
 
+def peft():
+    """The ``peft`` package, imported on first use (importing it costs seconds; collection stays fast)."""
+    import peft as _peft
+
+    return _peft
+
+
+def LoraConfig(**kw):  # noqa: N802  (stands in for peft.LoraConfig)
+    return peft().LoraConfig(**kw)
+
+
+def LoHaConfig(**kw):  # noqa: N802
+    return peft().LoHaConfig(**kw)
+
+
 class Tiny(nn.Module):
     """Embedding 50x32, Linear 32->64, Linear 64->48, Conv2d 3->16 (3x3), Linear 48->40."""
 

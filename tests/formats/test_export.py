@@ -7,12 +7,11 @@ import json
 
 import pytest
 import torch
-from peft import LoHaConfig, LoraConfig, PeftModel
 
 from adapters.formats import load
 from adapters.formats.export import choose_rank, export_lora
 from app import cli
-from tests.formats.helpers import peft_round_trip, tiny
+from tests.formats.helpers import LoHaConfig, LoraConfig, peft, peft_round_trip, tiny
 
 
 def truncated(D: torch.Tensor, k: int) -> torch.Tensor:
@@ -22,7 +21,7 @@ def truncated(D: torch.Tensor, k: int) -> torch.Tensor:
 
 def merged_minus_base(base, out_dir) -> dict:
     b_sd = {k: v.clone() for k, v in base.state_dict().items()}
-    m = PeftModel.from_pretrained(copy.deepcopy(base), str(out_dir)).merge_and_unload()
+    m = peft().PeftModel.from_pretrained(copy.deepcopy(base), str(out_dir)).merge_and_unload()
     return {k: (v.double() - b_sd[k].double()) for k, v in m.state_dict().items()}
 
 

@@ -1,4 +1,4 @@
-"""kohya / LyCORIS files hand-built from their documented layout (formats.md 2.1-2.2)."""
+"""kohya / LyCORIS files hand-built from their documented layout (docs/formats.md)."""
 
 from __future__ import annotations
 

@@ -6,13 +6,12 @@ import zipfile
 
 import pytest
 import torch
-from peft import LoraConfig
 from safetensors.torch import save_file
 
 from adapters.delta import CheckpointError, DeltaSet, LayerDelta, LowRank
 from adapters.formats import load, save_native
 from adapters.formats.zipsafe import extract_zip
-from tests.formats.helpers import expected_delta, peft_round_trip, tiny
+from tests.formats.helpers import LoraConfig, expected_delta, peft_round_trip, tiny
 
 
 def test_native_file_through_load(tmp_path) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from peft import LoraConfig
 from torch import nn
 
 from adapters.delta import CheckpointError
 from adapters.formats import list_adapters, load
-from tests.formats.helpers import expected_delta, peft_round_trip, tiny
+from tests.formats.helpers import LoraConfig, expected_delta, peft_round_trip, tiny
 
 TOL = 1e-5
 

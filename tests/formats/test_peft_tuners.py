@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import peft
 
 from adapters.delta import CheckpointError
 from adapters.formats import load
-from tests.formats.helpers import expected_delta, peft_round_trip, tiny
+from tests.formats.helpers import expected_delta, peft, peft_round_trip, tiny
 
 TOL = 1e-5
 
@@ -45,7 +44,7 @@ def test_tuner_matches_peft_merge(tmp_path, case) -> None:
     cls, kw, needs_base, method = CASES[case]
     base = tiny()
     std = 0.5 if case == "loha_cp" else 0.1  # the CP product of four small factors is tiny otherwise
-    base_sd, merged_sd = peft_round_trip(base, getattr(peft, cls)(**kw), tmp_path, std=std)
+    base_sd, merged_sd = peft_round_trip(base, getattr(peft(), cls)(**kw), tmp_path, std=std)
     if needs_base:
         with pytest.raises(CheckpointError, match="base"):
             load(tmp_path)
