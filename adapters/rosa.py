@@ -19,6 +19,8 @@ Mask ``grad`` (the paper; the official ``wl{N}`` schedule, ``adapters.schedules.
   after the last collection step      Ω = the top-|Ω| entries of |mean statistic| over the whole
                                       matrix; S starts at 0; LoRA and S then train jointly
 The warm-up LoRA weights are kept (one run; the paper's restart recipe is a separate second run).
+With r = 0 there is no LoRA part to warm up: the warm-up is skipped (``warmup_steps`` is read as 0)
+and the mask is collected on the first step, as the official launcher does for sparse-only runs.
 
 Mask ``magnitude`` (the seed document's ``sparsityRatio``/``sparseThreshold``): S is drawn
 N(0, 0.01²) dense and its top-|Ω| magnitudes are kept, so ΔW ≠ 0 at init and Ω is random; after
@@ -178,8 +180,13 @@ class RosaLinear(LoraLinear):
                 self.sparse_values.copy_(dense[self.sparse_indices[0], self.sparse_indices[1]])
             self._mark_ready()
         elif nnz:
-            self._collecting = rosa_phase(0, warmup_steps=config.warmup_steps,
+            self._collecting = rosa_phase(0, warmup_steps=self.warmup_steps,
                                           mask_grad_steps=config.mask_grad_steps) == "mask_collection"
+
+    @property
+    def warmup_steps(self) -> int:
+        """LoRA-only steps before mask collection: the config's, or 0 when there is no LoRA part (r = 0)."""
+        return self.config.warmup_steps if self.config.r else 0
 
     # -- the maths ---------------------------------------------------------------------------
     def sparse_dense(self) -> Tensor:
@@ -288,7 +295,7 @@ class RosaLinear(LoraLinear):
             if self.config.mask == "magnitude":
                 self.prune()
             return
-        nxt = rosa_phase(step + 1, warmup_steps=self.config.warmup_steps, mask_grad_steps=self.config.mask_grad_steps)
+        nxt = rosa_phase(step + 1, warmup_steps=self.warmup_steps, mask_grad_steps=self.config.mask_grad_steps)
         if nxt == "joint" and self._n_grads:
             self.select_mask()
         else:  # also when resumed past the window with nothing collected: collect one step now

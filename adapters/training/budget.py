@@ -86,7 +86,8 @@ def match_layer_configs(budget: int, shapes: Sequence[Shape], method: str, *, to
 
     The shared config of ``match_budget_layers`` when it fits; otherwise (MoRA's even r̂ and the
     coarse steps of a small r can miss ±5 % on a few small layers) the integer knob ``r`` is varied
-    per layer by −1/0/+1 around the shared value, keeping the combination closest to the budget.
+    per layer by −1/0/+1 around the shared value, keeping the combination closest to the budget
+    (beyond 8 layers, per distinct shape: all layers of one shape move together).
     """
     try:
         cfg = match_budget_layers(budget, shapes, [method], tol=tol, **options)[method]
@@ -100,15 +101,21 @@ def match_layer_configs(budget: int, shapes: Sequence[Shape], method: str, *, to
 
     base_r = int(cfg[knob])
     steps = (-1, 0, 1)
-    choices = [[(d, matched_count(method, {**cfg, knob: base_r + d}, [sh])) for d in steps if base_r + d >= 1]
-               for sh in shapes]
-    if len(shapes) > 8:  # 3^L combinations: only searched for up to 8 layers
+    # layers of one shape share their choice beyond 8 layers (a transformer has a few distinct shapes)
+    groups = [(sh,) for sh in shapes] if len(shapes) <= 8 else list(dict.fromkeys((sh,) for sh in shapes))
+    if len(groups) > 8:  # 3^G combinations: only searched for up to 8 groups
         raise BudgetError(f"{method}: no shared config reaches the budget {budget} within {tol:.0%}")
+    mult = [sum(1 for sh in shapes if (sh,) == g) if len(shapes) > 8 else 1 for g in groups]
+    choices = [[(d, m * matched_count(method, {**cfg, knob: base_r + d}, [g[0]])) for d in steps if base_r + d >= 1]
+               for g, m in zip(groups, mult)]
     best = min(itertools.product(*choices), key=lambda combo: abs(sum(n for _, n in combo) - budget))
     total = sum(n for _, n in best)
     if abs(total - budget) > tol * budget:
         raise BudgetError(f"{method}: the nearest parameter count to the budget {budget} is {total} "
                           f"({(total - budget) / budget:+.1%}) even with a rank per layer")
+    if len(shapes) > 8:
+        pick = {g[0]: d for g, (d, _) in zip(groups, best)}
+        return [{**cfg, knob: base_r + pick[sh]} for sh in shapes]
     return [{**cfg, knob: base_r + d} for d, _ in best]
 
 

@@ -3,8 +3,9 @@
 Per step: loss -> backward -> every adapter's ``before_step(step)`` -> Adam step over the adapters'
 ``param_groups(lr)`` -> ``after_step(step)``. Seeded: the task's data comes from CPU generators and
 the adapters are initialised under ``torch.manual_seed(seed)``, so a CPU run is bit-for-bit
-reproducible. A NaN/Inf guard stops at the first non-finite loss or parameter, restores the last
-good state (the state whose loss was finite) and says which step broke.
+reproducible. A divergence guard stops at the first non-finite loss or parameter, or the first loss
+above ``divergence_factor`` times the first step's, restores the last good state (the state whose
+loss was in bounds) and says which step broke.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from ..registry import METHODS
 from .budget import match_layer_configs, param_count
 from .tasks import Task, make_task
 
-__all__ = ["TrainResult", "RunPlan", "plan_run", "train", "resolve_device", "fit_schedule", "Progress"]
+__all__ = ["TrainResult", "RunPlan", "plan_run", "train", "resolve_device", "fit_schedule", "Progress",
+           "DIVERGENCE_FACTOR"]
+
+#: the default divergence guard: stop when the loss exceeds this multiple of the first step's loss
+DIVERGENCE_FACTOR = 1000.0
 
 #: progress(steps_done, total_steps, info) with info = {"loss": float, ...}
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -204,8 +209,9 @@ class _Run:
         self.snapshots[step] = collect(self.model, source=f"{self.t.name}/{self.method}@{step}")
 
     def loop(self, progress: Progress | None, eval_every: int | None, snapshot_steps: list[int] | None,
-             checkpoint: str | Path | None, checkpoint_every: int | None) -> None:
-        """Train for ``steps`` steps, or until the NaN/Inf guard stops (the last good state restored)."""
+             checkpoint: str | Path | None, checkpoint_every: int | None,
+             divergence_factor: float | None = DIVERGENCE_FACTOR) -> None:
+        """Train for ``steps`` steps, or until the divergence guard stops (the last good state restored)."""
         t, model, mods, opt, steps, lr, dev = self.t, self.model, self.mods, self.opt, self.steps, self.lr, self.dev
         eval_every = max(1, int(eval_every or max(1, steps // 10)))
         snap_at = set(snapshot_steps if snapshot_steps is not None
@@ -213,6 +219,7 @@ class _Run:
         if 0 in snap_at:
             self._snap(0)
         good = _Snapshot(model)
+        first = float("nan")
         for step in range(steps):
             t0 = time.perf_counter()
             if dev.type == "cuda":
@@ -221,9 +228,13 @@ class _Run:
             batch = tuple(b.to(dev) for b in t.batch(step))
             loss = t.loss(model, batch)
             lv = float(loss.detach())
-            if not math.isfinite(lv):
+            first = lv if step == 0 else first  # the guard's reference: the untrained loss
+            too_big = (divergence_factor is not None and math.isfinite(lv) and first > 0
+                       and lv > divergence_factor * first)
+            if not math.isfinite(lv) or too_big:
                 self.done = max(0, self.done - 1)  # the state after `step` steps is bad: keep the one before it
-                self.stopped = (f"training stopped at step {step}: the loss became {lv} "
+                grew = f", over {divergence_factor:g}x the first step's {first:.4g}" if too_big else ""
+                self.stopped = (f"training stopped at step {step}: the loss became {lv:.6g}{grew} "
                                 f"(learning rate {lr:g} too high?); kept the last good state (after {self.done} steps)")
                 break
             good.take()  # this state's loss is finite: it is the last good one
@@ -288,6 +299,7 @@ def train(
     snapshot_steps: list[int] | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
+    divergence_factor: float | None = DIVERGENCE_FACTOR,
 ) -> TrainResult:
     """Train ``method`` on ``task`` and return the result (model, deltas, metrics, trajectory).
 
@@ -302,6 +314,8 @@ def train(
         eval_every: steps between metric evaluations (default: steps // 10; always at the end).
         snapshot_steps: steps (1-based counts of finished steps, 0 = before training) whose ΔW is kept.
         checkpoint, checkpoint_every: write the last good state to this file every N steps and at the end.
+        divergence_factor: stop (keeping the last good state) when a loss exceeds this multiple of the
+            first step's loss (a positive one); > 1, or None for the NaN/Inf guard alone.
     """
     dev = resolve_device(device)
     if method not in METHODS:
@@ -311,12 +325,14 @@ def train(
     lr = float(lr if lr is not None else t.default_lr)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if divergence_factor is not None and not divergence_factor > 1:
+        raise ValueError(f"divergence_factor must be > 1 (or None: no bound), got {divergence_factor}")
     plan = plan_run(t, method, steps, budget, config, budget_options)
     reference = t.reference()
     with torch.random.fork_rng(devices=[]):  # the caller's CPU RNG is left as it was
         torch.manual_seed(seed)
         run = _Run(t, method, plan, steps, seed, lr, dev, reference)
-        run.loop(progress, eval_every, snapshot_steps, checkpoint, checkpoint_every)
+        run.loop(progress, eval_every, snapshot_steps, checkpoint, checkpoint_every, divergence_factor)
         res = run.result(run.stopped)
     if checkpoint is not None:
         res.save(checkpoint)

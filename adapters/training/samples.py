@@ -1,5 +1,6 @@
 """The bundled sample checkpoints: every method trained on two tasks (its home task and digits-shift),
-plus one LoRA folder written by the real ``peft`` package, and a README table describing them.
+a transformer-shaped LoRA (the uuid task's model with 8 blocks, all 56 linear layers adapted, trained
+for real), plus one LoRA folder written by the real ``peft`` package, and a README table describing them.
 
 Deterministic: CPU, seed 0, one torch thread (so the reduction order, and the bytes, repeat on a
 given machine). ``generate(out_dir)`` is what ``rankscope samples`` runs.
@@ -15,7 +16,7 @@ import torch
 
 from ..registry import METHODS
 
-__all__ = ["PLAN", "PEFT_FOLDER", "generate", "peft_sample", "readme"]
+__all__ = ["PLAN", "PEFT_FOLDER", "TRANSFORMER", "generate", "peft_sample", "readme", "transformer_sample"]
 
 #: (method, task) pairs, in README order: each method on its home task and on digits-shift
 PLAN: tuple[tuple[str, str], ...] = (
@@ -26,6 +27,8 @@ PLAN: tuple[tuple[str, str], ...] = (
     ("roselora", "sparse-edit"), ("roselora", "digits-shift"),
 )
 PEFT_FOLDER = "peft_lora_digits"
+#: the transformer-shaped sample: method, task, the task's sizes, file name
+TRANSFORMER: tuple[str, str, dict[str, int], str] = ("lora", "uuid", {"n_blocks": 8}, "lora_uuid_8blocks.safetensors")
 SEED = 0
 TRAJECTORY_ROWS = 100
 
@@ -61,6 +64,23 @@ def peft_sample(out_dir: str | Path, steps: int = 300) -> dict[str, Any]:
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"file": PEFT_FOLDER + "/", "method": "lora (peft)", "task": "digits-shift", "n_params": n,
             "metrics": metrics, "config": {"r": 4, "lora_alpha": 8, "steps": steps}}
+
+
+def transformer_sample(out_dir: str | Path, steps: int | None = None, sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """Train ``TRANSFORMER`` (LoRA on every linear layer of the 8-block uuid transformer, the task's
+    budget) and write it to ``out_dir``; ``sizes`` override the task's (for quick checks)."""
+    from ..formats.native import save_native
+    from .loop import train
+    from .tasks import make_task
+
+    method, task_name, task_sizes, file = TRANSFORMER
+    task = make_task(task_name, SEED, **{**task_sizes, **(sizes or {})})
+    res = train(task, method, device="cpu", seed=SEED, steps=steps)
+    if res.stopped:
+        raise RuntimeError(f"sample {file}: {res.stopped}")
+    save_native(Path(out_dir) / file, res.deltas, modules=res.modules(), extra=res.extra(TRAJECTORY_ROWS, timings=False))
+    return {"file": file, "method": method, "task": task_name, "n_params": res.n_params, "metrics": res.metrics,
+            "config": res.config, "layers": len(task.targets), "blocks": task.cfg.n_blocks}
 
 
 def _config_text(config: dict[str, Any]) -> str:
@@ -99,7 +119,8 @@ def readme(rows: list[dict[str, Any]], notes: list[str]) -> str:
         shown = [k for k in head if k in r["metrics"]] or list(r["metrics"])
         metrics = ", ".join(f"{k} {r['metrics'][k]:.3f}" for k in shown)
         cfg = _config_text(r["config"])
-        lines.append(f"| `{r['file']}` | {r['method']} | {r['task']} | {r['n_params']:,} | {cfg} | {metrics} |")
+        task = f"{r['task']} ({r['blocks']} blocks, {r['layers']} layers)" if "blocks" in r else r["task"]
+        lines.append(f"| `{r['file']}` | {r['method']} | {task} | {r['n_params']:,} | {cfg} | {metrics} |")
     lines += ["", "Tasks:", ""]
     lines += [f"- `{name}`: {cls.description}" for name, cls in TASKS.items()]
     if notes:
@@ -109,9 +130,10 @@ def readme(rows: list[dict[str, Any]], notes: list[str]) -> str:
 
 def generate(out_dir: str | Path, methods: list[str] | None = None,
              progress: Callable[[str], None] | None = None, with_peft: bool = True,
-             steps: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+             steps: int | None = None, transformer_sizes: dict[str, int] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Train and write every planned sample into ``out_dir`` (and its README.md); ``steps``
-    overrides the tasks' step counts (for quick checks).
+    overrides the tasks' step counts and ``transformer_sizes`` the transformer sample's model (for
+    quick checks).
 
     Returns (rows, notes): one row per file written; notes say what was skipped and why.
     """
@@ -138,6 +160,10 @@ def generate(out_dir: str | Path, methods: list[str] | None = None,
             save_native(out / _file(method, task), res.deltas, modules=res.modules(), extra=res.extra(TRAJECTORY_ROWS, timings=False))
             rows.append({"file": _file(method, task), "method": method, "task": task, "n_params": res.n_params,
                          "metrics": res.metrics, "config": res.config})
+        if TRANSFORMER[0] in wanted and TRANSFORMER[0] in METHODS:
+            if progress:
+                progress(f"{TRANSFORMER[0]} on the {TRANSFORMER[2]['n_blocks']}-block {TRANSFORMER[1]} transformer")
+            rows.append(transformer_sample(out, steps=steps, sizes=transformer_sizes))
         if with_peft:
             if progress:
                 progress("lora with the peft package on digits-shift")

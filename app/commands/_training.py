@@ -9,7 +9,7 @@ from typing import Any
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """--budget, --steps, --lr, --device, --seed, --threads, --quiet (shared by train and compare)."""
+    """--budget, --steps, --lr, --device, --seed, --threads, --quiet, --divergence-factor (train and compare)."""
     p.add_argument("--budget", type=int, default=None, help="trainable-parameter budget to match (default: the task's)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the task's)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the task's)")
@@ -17,6 +17,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the task's data and the adapters' init (default 0)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--divergence-factor", type=float, default=None,
+                   help="stop (keeping the last good state) when the loss exceeds this multiple of the first "
+                        "step's (default 1000; inf: only NaN/Inf stops)")
 
 
 def check_task(name: str) -> None:
@@ -54,6 +57,9 @@ def check_run(args: argparse.Namespace) -> None:
         raise UserError("--budget", f"must be a positive number of parameters, got {args.budget}")
     if args.lr is not None and not (args.lr > 0 and args.lr < float("inf")):
         raise UserError("--lr", f"must be a positive finite number, got {args.lr}")
+    factor = getattr(args, "divergence_factor", None)
+    if factor is not None and not factor > 1:
+        raise UserError("--divergence-factor", f"must be a number above 1 (inf: no bound), got {factor}")
     try:
         resolve_device(args.device)
     except (ValueError, RuntimeError) as e:
@@ -90,6 +96,8 @@ def run_training(task: str, method: str, args: argparse.Namespace, **kw: Any):
     from ..errors import UserError
 
     bar = None if getattr(args, "quiet", False) else _Bar(f"{task}/{method}")
+    if getattr(args, "divergence_factor", None) is not None:
+        kw.setdefault("divergence_factor", args.divergence_factor)
     try:
         return train(task, method, budget=args.budget, steps=args.steps, device=args.device, seed=args.seed,
                      lr=args.lr, progress=bar, **kw)

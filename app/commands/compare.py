@@ -16,7 +16,7 @@ HELP = "train several methods at one parameter budget and compare them"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="lowrank, memorize, sparse-edit, lowrank-plus-sparse or digits-shift")
+    p.add_argument("--task", required=True, help="lowrank, memorize, sparse-edit, lowrank-plus-sparse, digits-shift or uuid")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: every registered method)")
     add_run_arguments(p)
     p.add_argument("-o", "--output", required=True, help="folder to write (created if missing)")

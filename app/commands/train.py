@@ -19,7 +19,7 @@ class RegisteredMethods:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="lowrank, memorize, sparse-edit, lowrank-plus-sparse or digits-shift")
+    p.add_argument("--task", required=True, help="lowrank, memorize, sparse-edit, lowrank-plus-sparse, digits-shift or uuid")
     method = p.add_argument("--method", required=True)
     method.methods = RegisteredMethods()  # read only when the help is printed (keeps --help fast)
     method.help = "a registered method: %(methods)s"

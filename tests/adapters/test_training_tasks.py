@@ -124,7 +124,7 @@ def test_digits_shift_rotation_is_the_shift() -> None:
 
 
 def test_registry_and_shapes() -> None:
-    assert list(TASKS) == ["lowrank", "memorize", "sparse-edit", "lowrank-plus-sparse", "digits-shift"]
+    assert list(TASKS) == ["lowrank", "memorize", "sparse-edit", "lowrank-plus-sparse", "digits-shift", "uuid"]
     assert make_task("digits-shift").shapes() == [("fc1", 128, 64), ("fc2", 128, 128), ("fc3", 10, 128)]
     with pytest.raises(KeyError, match="unknown task"):
         make_task("nope")
