@@ -53,7 +53,7 @@ def session_dir() -> Path:
 def add_source(path: str | os.PathLike, origin: str, label: str | None = None, activate: bool = True) -> Source:
     """Load ``path`` once (errors surface now, not on a page) and add it to the library."""
     path = str(path)
-    data.source_summary(path)  # raises CheckpointError for an unreadable checkpoint
+    data.open_source(path)  # raises CheckpointError for an unreadable checkpoint (headers only, fast)
     lib: dict[str, Source] = st.session_state.setdefault("sources", {})
     for s in lib.values():
         if s.path == path:
