@@ -46,6 +46,16 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
+def array(v) -> "np.ndarray":
+    """A plotly JSON array (a list, or plotly's typed-array form {dtype, bdata, shape}) as numpy."""
+    import numpy as np
+
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(x) for x in str(v.get("shape", len(a))).split(",")])
+    return np.asarray(v, dtype=float)
+
+
 def clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -60,21 +70,29 @@ def test_inspect_is_the_first_screen_with_the_samples_loaded(app) -> None:
     table = at.dataframe[0].value
     assert list(table["layer"]) == [f"layers.{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]
     assert (table["numerical_rank"] == 4).all()  # r = 4 LoRA with a nonzero B
+    assert list(table["short"]) == [f"{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]
+    assert list(table["block"]) == [0, 0, 1, 1] and list(table["module"]) == ["attn.q_proj", "attn.v_proj"] * 2
     figs = figures(at)
-    assert len(figs) == 6
-    spectra = figs[0]
+    assert len(figs) == 7
+    grid = figs[0]["data"][0]  # the model map comes first: 2 blocks x 2 module types
+    z = array(grid["z"])
+    assert grid["type"] == "heatmap" and z.shape == (2, 2)
+    assert z[1, 0] == pytest.approx(table["effective_rank"][2])
+    spectra = figs[1]
     assert spectra["layout"]["yaxis"]["type"] == "log" and len(spectra["data"]) == 4
-    heat = next(f for f in figs if f["data"] and f["data"][0]["type"] == "heatmap")
+    heat = next(f for f in figs[1:] if f["data"] and f["data"][0]["type"] == "heatmap")
     ca = heat["layout"]["coloraxis"]
     assert ca["cmid"] == 0 and ca["cmin"] == -ca["cmax"]
 
 
 def test_inspect_switches_source_and_layer(app) -> None:
     at = app()
-    at.selectbox[0].set_value("rosa.safetensors").run()
+    at.selectbox(key="inspect_source").set_value("rosa.safetensors").run()
     clean(at)
     assert at.metric[0].value == "rosa"
-    at.selectbox[1].set_value("layers.1.attn.v_proj").run()
+    picker = at.selectbox(key="inspect_layer")
+    assert picker.options == [f"{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]  # short names shown
+    picker.set_value("layers.1.attn.v_proj").run()
     clean(at)
     spy = next(f for f in figures(at) if f["data"] and f["data"][0]["type"] == "scattergl")
     assert "nonzeros drawn" not in spy["layout"]["title"]["text"]
