@@ -67,11 +67,26 @@ def add_source(path: str | os.PathLike, origin: str, label: str | None = None, a
     return src
 
 
-def _init(samples: Path) -> None:
+def _init(samples: Path, opened: list[str] | None = None) -> None:
     if "sources" in st.session_state:
         return
     st.session_state["sources"] = {s.label: s for s in sample_sources(samples)}
     st.session_state["active"] = default_active(list(st.session_state["sources"]))
+    if opened:  # `rankscope app PATH...`: those checkpoints, and only those, active; the first one shown
+        st.session_state["active"], msgs = [], []
+        for path in opened:
+            try:
+                add_source(Path(path).expanduser().resolve(), "path")
+            except USER_ERRORS as e:
+                msgs.append(("error", f"Could not open {path} — {error_text(e)}"))
+        st.session_state["_library_msgs"] = msgs
+
+
+def _path_entered() -> None:
+    """Enter in the path box, or the Add path button: add the path typed (callback, before the rerun)."""
+    path = str(st.session_state.get("_path_input", "")).strip()
+    if path:
+        _handle_path(path)
 
 
 def _apply_pending() -> None:
@@ -114,9 +129,10 @@ def _handle_path(path: str) -> None:
         st.session_state["_library_msgs"] = [("error", f"Could not add the path — {error_text(e)}")]
 
 
-def render_library(samples: Path) -> None:
-    """Draw the sidebar library and keep ``st.session_state['active']`` up to date."""
-    _init(samples)
+def render_library(samples: Path, opened: list[str] | None = None) -> None:
+    """Draw the sidebar library and keep ``st.session_state['active']`` up to date. ``opened``: checkpoints
+    given on the command line (``rankscope app PATH...``), put in the library and made the active ones."""
+    _init(samples, opened)
     sb = st.sidebar
     sb.header("Source library")
     for kind, msg in st.session_state.pop("_library_msgs", []):
@@ -131,10 +147,9 @@ def render_library(samples: Path) -> None:
              "Larger files: use a local path below.",
     )
     _handle_uploads(files or [])
-    path = sb.text_input("…or a local file or folder path", placeholder="/path/to/adapter", key="_path_input")
-    if sb.button("Add path") and path.strip():
-        _handle_path(path.strip())
-        st.rerun()
+    sb.text_input("…or a local file or folder path", placeholder="/path/to/adapter", key="_path_input",
+                  on_change=_path_entered, help="Press Enter or the button to add it.")
+    sb.button("Add path", key="_add_path", on_click=_path_entered)
     _apply_pending()
     lib: dict[str, Source] = st.session_state["sources"]
     if not lib:

@@ -23,11 +23,13 @@ from app.library import render_library  # noqa: E402
 from app.ui import error_text, md  # noqa: E402
 
 
-def _samples_dir() -> Path:
+def _script_args() -> argparse.Namespace:
+    """The script's own arguments (after ``--`` in ``streamlit run``): --samples DIR, --open PATH (repeated)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--samples", default=os.environ.get("RANKSCOPE_SAMPLES", str(REPO / "sample_checkpoints")))
+    parser.add_argument("--open", action="append", default=[])
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return Path(args.samples)
+    return args
 
 
 st.set_page_config(page_title="RankScope", page_icon=":material/straighten:", layout="wide")
@@ -47,7 +49,8 @@ PAGES = {
 nav = st.navigation(PAGES)
 st.sidebar.caption("RankScope — the rank and sparsity of parameter-efficient fine-tuning updates.")
 try:
-    render_library(_samples_dir())
+    _args = _script_args()
+    render_library(Path(_args.samples), _args.open)
     nav.run()
 except Exception as e:  # noqa: BLE001 - last line of defence: the reason, never a traceback
     st.error(md(f"Something went wrong: {error_text(e)}"), icon=":material/error:")

@@ -5,7 +5,7 @@ sparsity) gives everything the pages draw from the whole checkpoint: the per-lay
 order, with short names, block and module type) and the top singular values of every layer. The heavy
 per-layer work (heatmaps, support, profiles) is left to the layer in view.
 
-The store is process-wide and thread-safe: the server's warm-up thread (``app.serve``) and a browser
+The store is process-wide and thread-safe: the server's warm-up thread (``app.warmup``) and a browser
 session asking for the same checkpoint share one computation, and the session that waits sees the
 progress of the one running. No streamlit here.
 """

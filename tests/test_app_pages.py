@@ -105,7 +105,15 @@ def test_compare_aligns_layers_and_shares_one_colour_scale(app) -> None:
     assert list(summary["source"]) == ["lora.safetensors", "rosa.safetensors", "roselora.safetensors"]
     assert list(summary["n_params"]) == [1408, 2 * 88 * 4 + 4 * 96, 1408]
     figs = figures(at)
-    heat = next(f for f in figs if any(t["type"] == "heatmap" for t in f["data"]))
+    maps = [f for f in figs if len(f["data"]) == 1 and f["data"][0]["type"] == "heatmap"]
+    assert len(maps) == 4  # one model map per checkpoint, then the difference of the first two
+    assert len({(m["data"][0]["zmin"], m["data"][0]["zmax"]) for m in maps[:3]}) == 1  # one shared scale
+    tables = [at.dataframe[1].value[lambda d, s=s: d["source"] == s] for s in summary["source"]]
+    diff = array(maps[3]["data"][0]["z"])
+    want = (tables[1]["effective_rank"].to_numpy() - tables[0]["effective_rank"].to_numpy()).reshape(2, 2)
+    assert diff == pytest.approx(want)
+    assert maps[3]["data"][0]["zmin"] == -maps[3]["data"][0]["zmax"]
+    heat = next(f for f in figs if sum(t["type"] == "heatmap" for t in f["data"]) > 1)
     assert sum(t["type"] == "heatmap" for t in heat["data"]) == 3
     assert {t["coloraxis"] for t in heat["data"]} == {"coloraxis"}  # one scale for all panels
     assert len(at.dataframe[1].value) == 12  # 3 sources x 4 layers

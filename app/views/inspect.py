@@ -5,6 +5,7 @@ import streamlit as st
 
 from analysis.names import has_blocks, model_map
 from app import charts, charts_map, data
+from app.charts_spectra import spectra_lines_figure
 from app.layers_ui import layer_picker, layer_table, measure_picker
 from app.ui import guard, md, pick_sources
 
@@ -32,7 +33,8 @@ with guard(label):
             st.markdown("\n".join(f"- {md(w)}" for w in stats.warnings[5:]))
 
     many = charts_map.too_many_layers(len(table))
-    if has_blocks(list(table["layer"])):
+    has_map = has_blocks(list(table["layer"]))
+    if has_map:
         st.subheader("Model map")
         measure = measure_picker([table], key="inspect_map_measure")
         st.plotly_chart(charts_map.model_map_figure(model_map(table, measure), measure,
@@ -48,9 +50,11 @@ with guard(label):
 
     st.subheader("Singular-value spectra")
     normalize = st.toggle("Divide each spectrum by its largest singular value", value=False, key="inspect_normalize")
-    st.plotly_chart(charts.spectra_figure(data.spectra(src.path), normalize=normalize), width="stretch")
-    if many:  # bars of hundreds of layers cannot be read: lines across depth, one per module type
-        st.plotly_chart(charts.rank_measures_figure(table), width="stretch")
+    spectra = (spectra_lines_figure if many else charts.spectra_figure)(data.spectra(src.path), normalize=normalize)
+    st.plotly_chart(spectra, width="stretch")
+    if many:  # bars of hundreds of layers cannot be read: the map's measure across depth, one line per module type
+        depth_measure = measure if has_map else "effective_rank"
+        st.plotly_chart(charts_map.depth_lines_figure(table, depth_measure), width="stretch")
         st.plotly_chart(charts.block_figure(table), width="stretch")
     else:
         left, right = st.columns(2)
@@ -70,7 +74,8 @@ with guard(label):
     sparsity = float(row["sparsity"]) if row["sparsity"] == row["sparsity"] else None
     nnz = int(round((1 - sparsity) * size)) if sparsity is not None else None
     dense = shape if nnz == size else None  # every entry nonzero: sample positions without reading ΔW
-    right.plotly_chart(charts.spy_figure(data.layer_spy(src.path, layer, dense_shape=dense), shape, total_nnz=nnz),
+    points = data.layer_spy(src.path, layer, max_points=5000 if dense else 20000, dense_shape=dense)
+    right.plotly_chart(charts.spy_figure(points, shape, total_nnz=nnz),
                        width="stretch")
     if nnz is not None:
         right.caption(f"{nnz:,} of {size:,} entries are nonzero ({nnz / size:.1%})"
