@@ -100,6 +100,9 @@ def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", no
     by_source = "source" in spec.columns and spec["source"].nunique() > 1
     layers = list(dict.fromkeys(spec["layer"]))
     colors = source_colors(spec["source"]) if "source" in spec.columns else {}
+    if len(layers) > max_legend_layers:  # hundreds of layers: one gapped line per source, not a trace per layer
+        from .charts_map import spectra_many_figure
+        return spectra_many_figure(spec, title, normalize, by_source, colors)
     fig = go.Figure()
     seen: set[str] = set()
     group_cols = ["source", "layer"] if "source" in spec.columns else ["layer"]
@@ -380,7 +383,8 @@ def loss_figure(traj: pd.DataFrame, title: str = "Training loss") -> go.Figure:
 
 
 _MAP_EXPORTS = ("MAX_BAR_LAYERS", "MAP_MEASURES", "too_many_layers", "map_measures", "model_map_names", "shared_range",
-                "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure")
+                "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
+                "model_maps_figure", "source_lines_figure")
 
 
 def __getattr__(name: str) -> Any:

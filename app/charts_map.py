@@ -16,13 +16,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.names import has_blocks, model_map, model_order_key, names_frame, parse_module_path
+from analysis.names import (block_label_key, common_prefix, has_blocks, model_map, model_order_key, module_type_key,
+                            names_frame, parse_module_path)
 
 from .charts import HEATMAP_SCALE, METRIC_LABELS, PALETTE, _style, empty_figure, esc
 
 __all__ = ["MAX_BAR_LAYERS", "MAP_MEASURES", "MAP_SCALE", "too_many_layers", "map_measures", "model_map_names",
            "shared_range", "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
-           "block_figure", "tick_step", "source_lines_figure"]
+           "block_figure", "tick_step", "source_lines_figure",
+           "model_maps_figure", "spectra_many_figure"]
 
 MAX_BAR_LAYERS = 24  # above this, per-layer bars cannot be read: draw the model map or lines across depth
 MAP_SCALE = "Viridis"  # sequential, colour-blind safe; differences use charts.HEATMAP_SCALE (diverging)
@@ -173,13 +175,12 @@ def _depth_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     the block labels in order. Layers without a block are dropped."""
     names = list(dict.fromkeys(table["layer"].astype(str)))
     nf = names_frame(names).set_index("layer")
-    labels = sorted({lab for lab in nf["block_label"] if lab is not None}, key=lambda s: model_order_key(s + ".x"))
+    labels = sorted({lab for lab in nf["block_label"] if lab is not None}, key=block_label_key)
     pos = {lab: i for i, lab in enumerate(labels)}
     df = table.assign(_label=table["layer"].astype(str).map(nf["block_label"]),
                       _module=table["layer"].astype(str).map(nf["module"]))
     df = df[df["_label"].notna()].copy()
     df["_x"] = df["_label"].map(pos)
-    from analysis.names import common_prefix
     pre = common_prefix(labels)
     return df.sort_values("_x", kind="stable"), [lab[len(pre):] or lab for lab in labels]
 
@@ -215,7 +216,7 @@ def depth_lines_figure(table: pd.DataFrame, measure: str | Sequence[str], title:
         fig.update_xaxes(title_text="layer (model order)", row=len(measures), col=1)
         return fig
     df, labels = _depth_frame(table)
-    modules = sorted(dict.fromkeys(df["_module"]), key=lambda mod: model_order_key(f"x.0.{mod}"))
+    modules = sorted(dict.fromkeys(df["_module"]), key=module_type_key)
     for r, m in enumerate(measures, 1):
         for i, mod in enumerate(modules):
             g = df[df["_module"] == mod]
@@ -274,3 +275,102 @@ def source_lines_figure(table: pd.DataFrame, metric: str, title: str | None = No
                  legend="source")
     fig.update_xaxes(range=[-0.5, len(names) - 0.5])
     return fig
+
+
+def model_maps_figure(panels: Sequence[tuple[str, pd.DataFrame]], measures: Sequence[str] | None = None, *,
+                      difference: bool = False, title: str = "Model map", max_cols: int = 3) -> go.Figure:
+    """Model maps of several sources side by side on ONE colour scale, with buttons that switch the
+    measure (the same figure in the app and in the self-contained HTML report).
+
+    ``panels``: (label, per-layer table) — tables without blocks are skipped. ``measures``: columns
+    to offer (default: :func:`map_measures` of the tables), the first one shown. ``difference`` adds
+    the map of the second source minus the first on a diverging scale symmetric around 0.
+    """
+    panels = [(lab, t) for lab, t in panels if not t.empty and has_blocks(list(t["layer"].astype(str)))]
+    if not panels:
+        return empty_figure("The layer names have no blocks, so there is no model map.", title)
+    if measures is None:
+        measures = list(dict.fromkeys(m for _, t in panels for m in map_measures(t)))
+    measures = [m for m in measures if any(m in t.columns for _, t in panels)]
+    if not measures:
+        return empty_figure("No measure to map.", title)
+    grids = {m: [model_map(t.assign(**{m: pd.to_numeric(t[m], errors="coerce")}) if m in t.columns
+                           else t.assign(**{m: np.nan}), m) for _, t in panels] for m in measures}
+    names = [model_map_names(t) for _, t in panels]
+    diff = difference and len(panels) >= 2
+    captions = [esc(lab) for lab, _ in panels] + ([f"{esc(panels[1][0])} − {esc(panels[0][0])}"] if diff else [])
+    cols = max(1, min(max_cols, len(captions)))
+    rows = -(-len(captions) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=captions, horizontal_spacing=0.12 / max(1, cols - 1) + 0.04,
+                        vertical_spacing=0.06)
+    m0 = measures[0]
+
+    def diff_of(m: str) -> tuple[pd.DataFrame, float]:
+        d = map_difference(grids[m][0], grids[m][1])
+        v = d.to_numpy(float)
+        z = float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 0.0
+        return d, (z if z > 0 else 1.0)
+
+    for i, (lab, _) in enumerate(panels):
+        g = grids[m0][i]
+        fig.add_trace(_heatmap(g, _label(m0), _hover_names(g, names[i]), coloraxis="coloraxis", name=esc(lab)),
+                      row=i // cols + 1, col=i % cols + 1)
+        _map_axes(fig, g, row=i // cols + 1, col=i % cols + 1)
+    if diff:
+        d, z = diff_of(m0)
+        k = len(panels)
+        fig.add_trace(_heatmap(d, "Δ " + _label(m0), _hover_names(d, names[1]), coloraxis="coloraxis2", name="difference"),
+                      row=k // cols + 1, col=k % cols + 1)
+        _map_axes(fig, d, row=k // cols + 1, col=k % cols + 1)
+    lo, hi = shared_range(grids[m0])
+    height = max(_map_height(max(len(g) for g in grids[m0])) * rows, 360)
+    layout = dict(coloraxis=dict(colorscale=MAP_SCALE, cmin=lo, cmax=hi,
+                                 colorbar=dict(title=dict(text=esc(_label(m0))), thickness=14, x=1.02)))
+    if diff:
+        layout["coloraxis2"] = dict(colorscale=HEATMAP_SCALE, cmin=-z, cmax=z, cmid=0,
+                                    colorbar=dict(title=dict(text="difference"), thickness=14, x=1.14))
+    buttons = []
+    for m in measures:
+        zs = [g.to_numpy(float) for g in grids[m]]
+        lo, hi = shared_range(grids[m])
+        upd = {"coloraxis.cmin": lo, "coloraxis.cmax": hi, "coloraxis.colorbar.title.text": esc(_label(m))}
+        temps = [f"%{{customdata}}<br>{esc(_label(m))} = %{{z:.4g}}<extra></extra>"] * len(zs)
+        if diff:
+            d, z = diff_of(m)
+            zs.append(d.to_numpy(float))
+            temps.append(f"%{{customdata}}<br>Δ {esc(_label(m))} = %{{z:+.4g}}<extra></extra>")
+            upd.update({"coloraxis2.cmin": -z, "coloraxis2.cmax": z})
+        buttons.append(dict(label=esc(_label(m)), method="update",
+                            args=[{"z": [z_.tolist() for z_ in zs], "hovertemplate": temps}, upd]))
+    layout["updatemenus"] = [dict(type="dropdown", buttons=buttons, active=0, x=0, xanchor="left", y=1.0,
+                                  yanchor="bottom", pad=dict(b=36, t=0), showactive=True)] if len(buttons) > 1 else []
+    fig.update_layout(**layout)
+    fig = _style(fig, esc(title), "", "", height=height)
+    fig.update_layout(margin=dict(l=80, r=140 if diff else 60, t=170, b=30))
+    for ann in fig.layout.annotations:  # subplot captions above the module ticks
+        ann.update(yshift=58, font=dict(size=12))
+    return fig
+
+
+def spectra_many_figure(spec: pd.DataFrame, title: str, normalize: bool, by_source: bool, colors: dict) -> go.Figure:
+    """``charts.spectra_figure`` for many layers: per source ONE trace, layers separated by gaps (hover names the layer)."""
+    fig = go.Figure()
+    groups = spec.groupby("source", sort=False) if "source" in spec.columns else [(None, spec)]
+    for src, g in groups:
+        xs, ys, names = [], [], []
+        for layer, lg in g.groupby("layer", sort=False):
+            y = lg["sigma"].to_numpy(float)
+            xs += [*lg["index"].tolist(), None]
+            ys += [*(y / y.max() if normalize else y).tolist(), None]
+            names += [esc(layer)] * len(lg) + [""]
+        who = f"{esc(src)}<br>" if src is not None else ""
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, customdata=names, mode="lines", connectgaps=False,
+            name=esc(src) if by_source else "one line per layer", showlegend=True,
+            line=dict(color=colors.get(src, PALETTE[0]) if by_source else "rgba(0,114,178,0.35)", width=1.2),
+            hovertemplate=f"{who}%{{customdata}}<br>σ<sub>%{{x}}</sub> = %{{y:.4g}}<extra></extra>"))
+    fig.update_yaxes(type="log", dtick=1, exponentformat="power")
+    if spec["index"].max() <= 20:
+        fig.update_xaxes(dtick=1)
+    ylab = "σᵢ / σ₁ (log scale)" if normalize else "singular value σᵢ (log scale)"
+    return _style(fig, title, "index i (largest singular value first)", ylab, legend="source" if by_source else "layer")
