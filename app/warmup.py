@@ -1,13 +1,15 @@
-"""The workbench's server process: Streamlit, warm from the start.
+"""The workbench's server process: Streamlit, with its first screen ready before it answers.
 
     python -m app.warmup run app/main.py [streamlit options] -- --samples DIR [--open PATH ...]
 
-Runs Streamlit's own command line in this process and, before it, :func:`start` imports what the pages
-need (torch, plotly, the analysis modules) and starts a warm-up thread that computes the per-layer statistics of the
-checkpoints the first screen shows (``--open`` paths, else the default-active samples; then the other
-samples), and the first layer's close-up of the first one. The caches it fills (``app.stats.STORE``
-and ``app.data``'s ``st.cache_*``) are process-wide, so the first visitor finds them ready; a visitor
-who arrives while it is still running sees the progress of the same computation (never a second one).
+:func:`start` runs first, in this process: it imports what the pages need (torch, plotly, the analysis
+modules), computes the per-layer statistics of the checkpoint the first screen shows (the first
+``--open`` path, else the first default-active sample; progress on stdout) and that page's first-layer
+close-up, prints ``RankScope: ready``, and leaves the other checkpoints (the other paths, then the
+samples) to a background thread. Then Streamlit's own command line runs unchanged. The caches filled
+(``app.stats.STORE`` and ``app.data``'s ``st.cache_*``) are process-wide, so the first visitor finds
+them ready; a visitor who asks for a checkpoint still being warmed sees the progress of that same
+computation (never a second one).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,22 +47,22 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _first_close_up(path: str) -> None:
-    """The Inspect page's first layer (model order) of ``path``: heatmap, support and norms, cached; and one of
-    each figure kind built, so plotly's validators are loaded before the first visitor."""
-    from app import charts, charts_map, data
+def _first_close_up(path: str) -> None:  # noqa: D401
+    """The Inspect page's first layer (model order) of ``path``: its heatmap (the close-up shown first), cached;
+    and one figure of each kind the pages draw built, so plotly's validators are loaded before the first visitor."""
+    import numpy as np
+
     from analysis.names import has_blocks, model_map
+    from app import charts, charts_map, data, frames
 
     stats = data.layer_stats(path, progress=False)
     table = stats.table
     if table.empty:
         return
     row = table.iloc[0]
-    shape = (int(row["out_features"]), int(row["in_features"]))
-    dense = shape if float(row["sparsity"] or 0) == 0 and row["sparsity"] == row["sparsity"] else None
-    figs = [charts.heatmaps_figure([("x", data.layer_heatmap(path, row["layer"]))]),
-            charts.spy_figure(data.layer_spy(path, row["layer"], dense_shape=dense), shape),
-            charts.norms_figure(data.layer_norms(path, row["layer"])),
+    figs = [charts.heatmaps_figure([("x", data.layer_heatmap(path, row["layer"]))]),  # the close-up shown first
+            charts.spy_figure(frames.uniform_positions((4, 4), 4), (4, 4)), charts.norms_figure(
+                {"row": np.zeros(2), "col": np.zeros(2)}),
             charts.spectra_figure(data.spectra(path)), charts.rank_measures_figure(table), charts.block_figure(table)]
     if has_blocks(list(table["layer"])):
         figs.append(charts_map.model_map_figure(model_map(table, "effective_rank"), "effective_rank",
@@ -79,6 +81,9 @@ def import_all() -> None:
     start (two threads importing the same packages at once can see half-initialised modules)."""
     import importlib
 
+    import streamlit.runtime.caching  # noqa: F401
+
+    _quiet()  # before app.data: its st.cache_* decorators log "No runtime found" while no server runs
     for name in WARM_IMPORTS:
         importlib.import_module(name)
     import pkgutil
@@ -89,41 +94,63 @@ def import_all() -> None:
         importlib.import_module(f"adapters.formats.{mod.name}")
 
 
-def warm(samples: str, opened: Sequence[str], wait_runtime_s: float = 60.0) -> list[str]:
-    """Fill the caches for ``warm_targets(samples, opened)``; returns the paths warmed (errors are left for
-    the page to show: a checkpoint that cannot be read is skipped here). Call :func:`import_all` first."""
-    _quiet()
-    from streamlit import runtime
+def _print_progress(label: str) -> Callable[[int, int, str], None]:
+    step = {"next": 0.0}
 
+    def progress(i: int, n: int, layer: str) -> None:
+        if n and (i + 1) / n >= step["next"]:
+            print(f"RankScope: {label}: statistics of layer {i + 1} of {n}", flush=True)
+            step["next"] += 0.25
+
+    return progress
+
+
+def warm_first(path: str) -> None:
+    """The first screen of ``path`` (statistics with progress on stdout, the first layer's close-up), now."""
+    from app import data
+    from app.stats import STORE
+    from app.sources import fingerprint
+
+    key = fingerprint(path)
+    STORE.get(path, key, lambda: data._deltaset(path, key), _print_progress(Path(path).name))
+    _first_close_up(path)
+
+
+def warm(paths: Sequence[str]) -> list[str]:
+    """The statistics of every checkpoint in ``paths`` (background); returns those warmed. A checkpoint that
+    cannot be read is skipped: the page reports the reason when the user opens it."""
     from app import data
 
-    t_end = time.time() + wait_runtime_s
-    while not runtime.exists() and time.time() < t_end:  # st.cache_* then use the server's own storage
-        time.sleep(0.05)
     done = []
-    targets = warm_targets(samples, opened)
-    for i, path in enumerate(targets):
+    for path in paths:
         try:
             data.layer_stats(path, progress=False)
-            if i == 0:
-                _first_close_up(path)
             done.append(path)
-        except Exception:  # noqa: BLE001 - the page reports the reason when the user opens it
+        except Exception:  # noqa: BLE001
             continue
     return done
 
 
 def start(argv: Sequence[str]) -> threading.Thread:
-    """Import the pages' modules, then warm the caches in a background thread, for the script arguments
-    in ``argv`` (everything after ``--``: --samples DIR, --open PATH ...)."""
+    """For the script arguments in ``argv`` (after ``--``: --samples DIR, --open PATH ...): import the pages'
+    modules, prepare the first screen (so the server answers only once it is ready), then warm the other
+    checkpoints in a background thread. Prints ``RankScope: ready`` when the first screen is ready."""
     argv = list(argv)
     script_args = argv[argv.index("--") + 1:] if "--" in argv else []
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--samples", default=str(REPO / "sample_checkpoints"))
     ap.add_argument("--open", action="append", default=[])
     known, _ = ap.parse_known_args(script_args)
+    t0 = time.perf_counter()
     import_all()
-    t = threading.Thread(target=warm, args=(known.samples, known.open), name="rankscope-warm", daemon=True)
+    targets = warm_targets(known.samples, known.open)
+    if targets:
+        try:
+            warm_first(targets[0])
+        except Exception as e:  # noqa: BLE001 - the page shows the reason
+            print(f"RankScope: could not prepare {targets[0]}: {e}", flush=True)
+    print(f"RankScope: ready ({time.perf_counter() - t0:.1f} s)", flush=True)
+    t = threading.Thread(target=warm, args=(targets[1:],), name="rankscope-warm", daemon=True)
     t.start()
     return t
 

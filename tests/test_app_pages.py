@@ -73,7 +73,7 @@ def test_inspect_is_the_first_screen_with_the_samples_loaded(app) -> None:
     assert list(table["short"]) == [f"{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]
     assert list(table["block"]) == [0, 0, 1, 1] and list(table["module"]) == ["attn.q_proj", "attn.v_proj"] * 2
     figs = figures(at)
-    assert len(figs) == 7
+    assert len(figs) == 5  # map, spectra, rank measures, per block, and one close-up of the first layer
     grid = figs[0]["data"][0]  # the model map comes first: 2 blocks x 2 module types
     z = array(grid["z"])
     assert grid["type"] == "heatmap" and z.shape == (2, 2)
@@ -93,6 +93,7 @@ def test_inspect_switches_source_and_layer(app) -> None:
     picker = at.selectbox(key="inspect_layer")
     assert picker.options == [f"{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]  # short names shown
     picker.set_value("layers.1.attn.v_proj").run()
+    at.radio(key="inspect_closeup").set_value("Support (nonzero entries)").run()
     clean(at)
     spy = next(f for f in figures(at) if f["data"] and f["data"][0]["type"] == "scattergl")
     assert "nonzeros drawn" not in spy["layout"]["title"]["text"]

@@ -52,10 +52,11 @@ with guard("compare"):
         lo, hi = charts_map.shared_range(grids)
         cols = st.columns(min(len(mapped), 3))
         for i, ((s, t), grid) in enumerate(zip(mapped, grids)):
-            cols[i % len(cols)].plotly_chart(
-                charts_map.model_map_figure(grid, measure, zmin=lo, zmax=hi, title=s.label,
-                                            full_names=charts_map.model_map_names(t)),
-                width="stretch", key=f"compare_map_{i}")
+            fig = charts_map.model_map_figure(grid, measure, zmin=lo, zmax=hi, title=s.label,
+                                              full_names=charts_map.model_map_names(t))
+            if len(cols) > 1:  # narrow panels: upright module labels, the measure is named by the picker above
+                fig.update_xaxes(tickangle=-90).update_traces(colorbar=dict(title=dict(text=""), thickness=10))
+            cols[i % len(cols)].plotly_chart(fig, width="stretch", key=f"compare_map_{i}")
         if len(mapped) >= 2:
             labels = [s.label for s, _ in mapped]
             c1, c2 = st.columns(2)

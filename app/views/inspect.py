@@ -9,6 +9,8 @@ from app.charts_spectra import spectra_lines_figure
 from app.layers_ui import layer_picker, layer_table, measure_picker
 from app.ui import guard, md, pick_sources
 
+CLOSE_UP = ("ΔW heatmap", "Support (nonzero entries)", "Row and column norms")
+
 st.title("Inspect a checkpoint")
 st.caption("Every adapted layer's weight update ΔW (shape output × input features): how many directions it "
            "really uses (rank), how much of it is exactly zero (sparsity), and where its mass sits.")
@@ -66,18 +68,20 @@ with guard(label):
     row = table.set_index("layer").loc[layer]
     shape = (int(row["out_features"]), int(row["in_features"]))
     short = row["short"] if isinstance(row["short"], str) else layer
-    left, right = st.columns(2)
-    left.plotly_chart(charts.heatmaps_figure([(f"{short}  ({shape[0]}×{shape[1]})", data.layer_heatmap(src.path, layer))],
-                                             title="ΔW heatmap (downsampled)"),
-                      width="stretch")
+    view = st.radio("Show", CLOSE_UP, horizontal=True, key="inspect_closeup", label_visibility="collapsed",
+                    help="One view of the layer at a time: each reads the layer's ΔW, only when shown.")
     size = shape[0] * shape[1]
     sparsity = float(row["sparsity"]) if row["sparsity"] == row["sparsity"] else None
     nnz = int(round((1 - sparsity) * size)) if sparsity is not None else None
-    dense = shape if nnz == size else None  # every entry nonzero: sample positions without reading ΔW
-    points = data.layer_spy(src.path, layer, max_points=5000 if dense else 20000, dense_shape=dense)
-    right.plotly_chart(charts.spy_figure(points, shape, total_nnz=nnz),
-                       width="stretch")
-    if nnz is not None:
-        right.caption(f"{nnz:,} of {size:,} entries are nonzero ({nnz / size:.1%})"
-                      + (": ΔW is dense, so the dots fill the whole matrix." if nnz == size else "."))
-    st.plotly_chart(charts.norms_figure(data.layer_norms(src.path, layer)), width="stretch")
+    if view == CLOSE_UP[0]:
+        st.plotly_chart(charts.heatmaps_figure([(f"{short}  ({shape[0]}×{shape[1]})", data.layer_heatmap(src.path, layer))],
+                                               title="ΔW heatmap (downsampled)", cols=1), width="stretch")
+    elif view == CLOSE_UP[1]:
+        dense = shape if nnz == size else None  # every entry nonzero: sample positions without reading ΔW
+        points = data.layer_spy(src.path, layer, max_points=5000 if dense else 20000, dense_shape=dense)
+        st.plotly_chart(charts.spy_figure(points, shape, title="Support of ΔW", total_nnz=nnz), width="stretch")
+        if nnz is not None:
+            st.caption(f"{nnz:,} of {size:,} entries are nonzero ({nnz / size:.1%})"
+                       + (": ΔW is dense, so the dots fill the whole matrix." if nnz == size else "."))
+    else:
+        st.plotly_chart(charts.norms_figure(data.layer_norms(src.path, layer)), width="stretch")
