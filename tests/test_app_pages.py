@@ -73,7 +73,7 @@ def test_inspect_is_the_first_screen_with_the_samples_loaded(app) -> None:
     assert list(table["short"]) == [f"{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]
     assert list(table["block"]) == [0, 0, 1, 1] and list(table["module"]) == ["attn.q_proj", "attn.v_proj"] * 2
     figs = figures(at)
-    assert len(figs) == 5  # map, spectra, rank measures, per block, and one close-up of the first layer
+    assert len(figs) == 3  # the map, one chart of every layer (spectra first), one close-up of the first layer
     grid = figs[0]["data"][0]  # the model map comes first: 2 blocks x 2 module types
     z = array(grid["z"])
     assert grid["type"] == "heatmap" and z.shape == (2, 2)
@@ -83,6 +83,15 @@ def test_inspect_is_the_first_screen_with_the_samples_loaded(app) -> None:
     heat = next(f for f in figs[1:] if f["data"] and f["data"][0]["type"] == "heatmap")
     ca = heat["layout"]["coloraxis"]
     assert ca["cmid"] == 0 and ca["cmin"] == -ca["cmax"]
+    at.radio(key="inspect_layers_view").set_value("Rank measures per layer").run()
+    bars = figures(at)[1]
+    assert [t["type"] for t in bars["data"]] == ["bar"] * 4 and len(bars["data"][0]["x"]) == 4
+    at.radio(key="inspect_layers_view").set_value("Per block").run()
+    assert len(figures(at)[1]["data"][0]["x"]) == 2  # blocks 0 and 1
+    at.radio(key="inspect_closeup").set_value("Row and column norms").run()
+    clean(at)
+    norms = figures(at)[2]
+    assert len(norms["data"]) == 2 and len(array(norms["data"][0]["y"])) == 48  # one value per output row
 
 
 def test_inspect_switches_source_and_layer(app) -> None:

@@ -50,18 +50,20 @@ with guard(label):
                "Columns this checkpoint has no values for (e.g. ‖ΔW‖_F / ‖W0‖_F, which needs the base weights) are hidden.")
     layer_table(table)
 
-    st.subheader("Singular-value spectra")
-    normalize = st.toggle("Divide each spectrum by its largest singular value", value=False, key="inspect_normalize")
-    spectra = (spectra_lines_figure if many else charts.spectra_figure)(data.spectra(src.path), normalize=normalize)
-    st.plotly_chart(spectra, width="stretch")
-    if many:  # bars of hundreds of layers cannot be read: the map's measure across depth, one line per module type
-        depth_measure = measure if has_map else "effective_rank"
-        st.plotly_chart(charts_map.depth_lines_figure(table, depth_measure), width="stretch")
-        st.plotly_chart(charts.block_figure(table), width="stretch")
+    st.subheader("Every layer")
+    LAYER_VIEWS = ("Singular-value spectra", "Across depth" if many else "Rank measures per layer", "Per block")
+    shown = st.radio("Every layer", LAYER_VIEWS, horizontal=True, key="inspect_layers_view", label_visibility="collapsed",
+                     help="One chart at a time keeps the page quick with hundreds of layers.")
+    if shown == LAYER_VIEWS[0]:
+        normalize = st.toggle("Divide each spectrum by its largest singular value", value=False, key="inspect_normalize")
+        spectra = (spectra_lines_figure if many else charts.spectra_figure)(data.spectra(src.path), normalize=normalize)
+        st.plotly_chart(spectra, width="stretch")
+    elif shown == LAYER_VIEWS[1]:
+        # bars of hundreds of layers cannot be read: the map's measure across depth, one line per module type
+        st.plotly_chart(charts_map.depth_lines_figure(table, measure if has_map else "effective_rank") if many
+                        else charts.rank_measures_figure(table), width="stretch")
     else:
-        left, right = st.columns(2)
-        left.plotly_chart(charts.rank_measures_figure(table), width="stretch")
-        right.plotly_chart(charts.block_figure(table), width="stretch")
+        st.plotly_chart(charts.block_figure(table), width="stretch")
 
     st.subheader("One layer up close")
     layer = layer_picker(table, key="inspect_layer")

@@ -88,7 +88,7 @@ def test_inspect_compare_report_at_7b_scale(adapters: list[Path]) -> None:
 
         # Inspect: the first adapter, its model map first, then the per-layer table with readable names.
         page.get_by_role("heading", name="Model map").wait_for(timeout=90_000)
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5", timeout=90_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=90_000)
         page.wait_for_selector("[data-testid=stDataFrame] [role=gridcell]", state="attached", timeout=60_000)
         page.wait_for_timeout(800)
         main = _clean(page)
@@ -106,8 +106,15 @@ def test_inspect_compare_report_at_7b_scale(adapters: list[Path]) -> None:
         assert picked[-1] == "0.self_attn.q_proj"  # the layer picker: short names, model order
         page.screenshot(path=str(ARTIFACTS / "scale-inspect.png"))
         page.locator(".js-plotly-plot").first.screenshot(path=str(ARTIFACTS / "scale-inspect-map.png"))
-        page.get_by_role("heading", name="One layer up close").scroll_into_view_if_needed()
-        page.wait_for_timeout(500)
+        spectra = page.evaluate("document.querySelectorAll('.js-plotly-plot')[1]._fullData.map(t => t.name)")
+        assert len(spectra) == 7 and spectra[0] == "self_attn.q_proj (32)"  # one trace per module type, 32 lines each
+        page.get_by_text("Across depth").click()  # one line per module type across the 32 blocks
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot')[1]._fullData.length === 7 && "
+                               "document.querySelectorAll('.js-plotly-plot')[1]._fullData[0].x.length === 32",
+                               timeout=60_000)
+        page.get_by_role("heading", name="Every layer").scroll_into_view_if_needed()
+        page.wait_for_timeout(800)
+        _clean(page)
         page.screenshot(path=str(ARTIFACTS / "scale-inspect-depth.png"))
 
         # Compare: one map per checkpoint on one scale, and their difference.
