@@ -24,10 +24,12 @@ from app.ui import error_text, md  # noqa: E402
 
 
 def _script_args() -> argparse.Namespace:
-    """The script's own arguments (after ``--`` in ``streamlit run``): --samples DIR, --open PATH (repeated)."""
+    """The script's own arguments (after ``--`` in ``streamlit run``): --samples DIR, --open PATH (repeated;
+    default: the ``os.pathsep``-separated paths in RANKSCOPE_OPEN)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--samples", default=os.environ.get("RANKSCOPE_SAMPLES", str(REPO / "sample_checkpoints")))
-    parser.add_argument("--open", action="append", default=[])
+    parser.add_argument("--open", action="append",
+                        default=[p for p in os.environ.get("RANKSCOPE_OPEN", "").split(os.pathsep) if p])
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
 
