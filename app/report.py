@@ -267,9 +267,9 @@ def _figures(rep: Report) -> list[tuple[str, str, Any]]:
     ]
     if rep.heatmaps:
         zmax = charts.shared_zmax([g for _, panels in rep.heatmaps for _, g in panels])
-        for layer, panels in rep.heatmaps:
+        for i, (layer, panels) in enumerate(rep.heatmaps):
             out.append((f"ΔW heatmap: {layer}", "Downsampled: each cell shows the largest-magnitude entry of its block. "
-                        "All heatmaps in this report share one colour scale. " + rep.heatmap_note,
+                        "All heatmaps in this report share one colour scale." + (" " + rep.heatmap_note if i == 0 else ""),
                         charts.heatmaps_figure(panels, title=f"ΔW of {layer}", zmax=zmax, cols=min(3, len(panels)))))
     if rep.monte_carlo is not None:
         out.append(("Proposition 1 (RoseLoRA): sparsity of B·A", "Lower bound, random-support expectation and a Monte "

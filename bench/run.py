@@ -1,6 +1,6 @@
 """``make bench``: run every benchmark, one after the other, and print one summary table.
 
-    python -m bench.run [--small] [--only inspect_scale,train_step,claims,app_pages] [--threads N]
+    python -m bench.run [--small] [--only inspect_scale,train_step,claims,app_pages,report_scale] [--threads N]
 
 Each benchmark (``bench.inspect_scale``, ``bench.train_step``, ``bench.claims``, ``bench.app_pages``: a module with
 ``main(argv) -> int``) runs in its own Python process, so one benchmark's memory high-water mark

@@ -147,3 +147,11 @@ def test_spectra_of_many_layers_one_gapped_trace_per_source():
     tr = fig.data[0]
     assert len(tr.x) == 30 * 5 and tr.x[4] is None and tr.y[4] is None  # a gap after each layer
     assert list(tr.y[5:9]) == [2.0, 1.0, 0.5, 0.25] and tr.customdata[5] == "m.layers.1.&lt;q&gt;"
+
+
+def test_source_lines_ticks_at_block_starts():
+    t = llama_table(5)
+    fig = charts.metric_by_layer_figure(pd.concat([t.assign(source="a"), t.assign(source="b")]), "effective_rank")
+    assert list(fig.layout.xaxis.tickvals) == [0, 7, 14, 21, 28] and list(fig.layout.xaxis.ticktext) == list("01234")
+    tr = fig.data[0]
+    assert tr.customdata[8] == f"{PREFIX}1.self_attn.k_proj" and tr.y[8] == 11.0  # model order, not the shuffled one

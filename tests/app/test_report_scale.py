@@ -22,6 +22,7 @@ MODULES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_att
            "mlp.down_proj"]
 ORDER = [m for m in MODULES if m != EVIL] + [EVIL]  # model order: an unknown module type after the known ones
 N_BLOCKS = 10  # 70 layers
+pytestmark = pytest.mark.slow  # builds a 70-layer report (~5 s)
 PLOTLY_JS_MB = 4.9  # plotly.js inline once; everything else must stay small
 
 
