@@ -5,7 +5,8 @@
 :func:`start` runs first, in this process: it imports what the pages need (torch, plotly, the analysis
 modules), computes the per-layer statistics of the checkpoint the first screen shows (the first
 ``--open`` path, else the first default-active sample; progress on stdout) and that page's first-layer
-close-up, prints ``RankScope: ready``, and leaves the other checkpoints (the other paths, then the
+close-up, runs the first screen's script once headless (so a first visit imports and computes nothing
+new), prints ``RankScope: ready``, and leaves the other checkpoints (the other paths, then the
 samples) to a background thread. Then Streamlit's own command line runs unchanged. The caches filled
 (``app.stats.STORE`` and ``app.data``'s ``st.cache_*``) are process-wide, so the first visitor finds
 them ready; a visitor who asks for a checkpoint still being warmed sees the progress of that same
@@ -24,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["warm", "warm_targets", "import_all", "start", "main"]
+__all__ = ["warm", "warm_targets", "import_all", "render_once", "start", "main"]
 
 
 def warm_targets(samples: str, opened: Sequence[str]) -> list[str]:
@@ -116,6 +117,25 @@ def warm_first(path: str) -> None:
     _first_close_up(path)
 
 
+def render_once(timeout_s: float = 120.0) -> bool:
+    """Run the first screen's script once, in this process, headless (``streamlit.testing``'s AppTest: no
+    browser, no server): everything a first visit imports lazily (plotly's trace classes, pyarrow's pandas
+    conversion, page icons...) and computes is then done before the first visitor. Never fatal."""
+    try:
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=timeout_s)
+        at.run()
+        return not at.exception
+    except Exception:  # noqa: BLE001 - a warm-up failure must not stop the server; the page will show it
+        return False
+    finally:  # forget the configuration the headless run read: the server parses it afresh with its flags
+        import streamlit.config as config
+
+        if hasattr(config, "_config_options"):
+            config._config_options = None
+
+
 def warm(paths: Sequence[str]) -> list[str]:
     """The statistics of every checkpoint in ``paths`` (background); returns those warmed. A checkpoint that
     cannot be read is skipped: the page reports the reason when the user opens it."""
@@ -149,6 +169,7 @@ def start(argv: Sequence[str]) -> threading.Thread:
             warm_first(targets[0])
         except Exception as e:  # noqa: BLE001 - the page shows the reason
             print(f"RankScope: could not prepare {targets[0]}: {e}", flush=True)
+    render_once()
     print(f"RankScope: ready ({time.perf_counter() - t0:.1f} s)", flush=True)
     t = threading.Thread(target=warm, args=(targets[1:],), name="rankscope-warm", daemon=True)
     t.start()
