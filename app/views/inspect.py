@@ -52,7 +52,8 @@ with guard(label):
 
     st.subheader("Every layer")
     LAYER_VIEWS = ("Singular-value spectra", "Across depth" if many else "Rank measures per layer", "Per block")
-    shown = st.radio("Every layer", LAYER_VIEWS, horizontal=True, key="inspect_layers_view", label_visibility="collapsed",
+    shown = st.radio("Every layer", LAYER_VIEWS, index=1 if many else 0, horizontal=True, key="inspect_layers_view",
+                     label_visibility="collapsed",
                      help="One chart at a time keeps the page quick with hundreds of layers.")
     if shown == LAYER_VIEWS[0]:
         normalize = st.toggle("Divide each spectrum by its largest singular value", value=False, key="inspect_normalize")

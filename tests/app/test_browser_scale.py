@@ -106,16 +106,17 @@ def test_inspect_compare_report_at_7b_scale(adapters: list[Path]) -> None:
         assert picked[-1] == "0.self_attn.q_proj"  # the layer picker: short names, model order
         page.screenshot(path=str(ARTIFACTS / "scale-inspect.png"))
         page.locator(".js-plotly-plot").first.screenshot(path=str(ARTIFACTS / "scale-inspect-map.png"))
-        spectra = page.evaluate("document.querySelectorAll('.js-plotly-plot')[1]._fullData.map(t => t.name)")
-        assert len(spectra) == 7 and spectra[0] == "self_attn.q_proj (32)"  # one trace per module type, 32 lines each
-        page.get_by_text("Across depth").click()  # one line per module type across the 32 blocks
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot')[1]._fullData.length === 7 && "
-                               "document.querySelectorAll('.js-plotly-plot')[1]._fullData[0].x.length === 32",
-                               timeout=60_000)
+        # above 24 layers the per-layer bars give way to lines across depth: one per module type over 32 blocks
+        depth = page.evaluate("document.querySelectorAll('.js-plotly-plot')[1]._fullData.map(t => [t.name, t.x.length])")
+        assert depth == [[m, 32] for m in xs]
         page.get_by_role("heading", name="Every layer").scroll_into_view_if_needed()
-        page.wait_for_timeout(800)
-        _clean(page)
+        page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS / "scale-inspect-depth.png"))
+        page.get_by_text("Singular-value spectra").click()  # one trace per module type, 32 layers' lines each
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot')[1]._fullData.length === 7 && "
+                               "document.querySelectorAll('.js-plotly-plot')[1]._fullData[0].name === 'self_attn.q_proj (32)'",
+                               timeout=60_000)
+        _clean(page)
 
         # Compare: one map per checkpoint on one scale, and their difference.
         page.locator("[data-testid='stSidebarNav'] a", has_text="Compare").click()
