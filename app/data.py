@@ -79,10 +79,12 @@ def layer_stats(path: str, progress: bool = True) -> LayerStats:
 
 
 def source_summary(path: str) -> dict[str, Any]:
-    """method, format, n_layers, n_params, warnings, size_bytes of one checkpoint (from its statistics)."""
+    """method, format, n_layers, n_params, warnings, size_bytes (from its statistics) and base_used (None or
+    the base model found by itself from adapter_config.json: field, name, resolved) of one checkpoint."""
     s = layer_stats(path)
     return {"method": s.method, "format": s.format, "n_layers": len(s.table), "n_params": s.n_params,
-            "warnings": list(s.warnings), "size_bytes": fingerprint(path)[1]}
+            "warnings": list(s.warnings), "size_bytes": fingerprint(path)[1],
+            "base_used": load_deltaset(path).config.get("base_model_used")}  # the base found by itself (docs/hub.md)
 
 
 def layer_names(path: str) -> list[str]:

@@ -23,15 +23,19 @@ from app.library import render_library  # noqa: E402
 from app.ui import error_text, md  # noqa: E402
 
 
-def _script_args() -> argparse.Namespace:
-    """The script's own arguments (after ``--`` in ``streamlit run``): --samples DIR, --open PATH (repeated;
-    default: the ``os.pathsep``-separated paths in RANKSCOPE_OPEN)."""
+def _samples_dir() -> Path:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--samples", default=os.environ.get("RANKSCOPE_SAMPLES", str(REPO / "sample_checkpoints")))
-    parser.add_argument("--open", action="append",
-                        default=[p for p in os.environ.get("RANKSCOPE_OPEN", "").split(os.pathsep) if p])
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return args
+    return Path(args.samples)
+
+
+def _opened() -> list[str]:
+    """Sources named on the command line (``--open``, repeatable) or in ``RANKSCOPE_OPEN`` (one per line)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--open", action="append", default=[])
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return [x for x in os.environ.get("RANKSCOPE_OPEN", "").splitlines() if x.strip()] + list(args.open)
 
 
 st.set_page_config(page_title="RankScope", page_icon=":material/straighten:", layout="wide")
@@ -51,8 +55,7 @@ PAGES = {
 nav = st.navigation(PAGES)
 st.sidebar.caption("RankScope — the rank and sparsity of parameter-efficient fine-tuning updates.")
 try:
-    _args = _script_args()
-    render_library(Path(_args.samples), _args.open)
+    render_library(_samples_dir(), _opened())
     nav.run()
 except Exception as e:  # noqa: BLE001 - last line of defence: the reason, never a traceback
     st.error(md(f"Something went wrong: {error_text(e)}"), icon=":material/error:")

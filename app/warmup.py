@@ -1,8 +1,8 @@
 """The workbench's server process: Streamlit, with its first screen ready before it answers.
 
-    python -m app.warmup run app/main.py [streamlit options] -- --samples DIR [--open PATH ...]
+    python -m app.serve run app/main.py [streamlit options] -- --samples DIR [--open PATH ...]
 
-:func:`start` runs first, in this process: it imports what the pages need (torch, plotly, the analysis
+``app.serve`` (what ``rankscope app`` runs) calls :func:`start` first, in its process: it imports what the pages need (torch, plotly, the analysis
 modules), computes the per-layer statistics of the checkpoint the first screen shows (the first
 ``--open`` path, else the first default-active sample; progress on stdout) and that page's first-layer
 close-up, runs the first screen's script once headless (so a first visit imports and computes nothing
@@ -31,8 +31,8 @@ __all__ = ["warm", "warm_targets", "import_all", "render_once", "start", "main"]
 def warm_targets(samples: str, opened: Sequence[str]) -> list[str]:
     """Checkpoints to warm, the first screen's first: the ``--open`` paths, else the default-active samples
     and then the other samples."""
-    if opened:
-        return [str(Path(p).expanduser().resolve()) for p in opened]
+    if opened:  # local paths only: a Hugging Face repo id is resolved by the page (app.library.add_spec)
+        return [str(Path(p).expanduser().resolve()) for p in opened if Path(p).expanduser().exists()]
     from app.library import default_active
     from app.sources import sample_sources
 
@@ -177,11 +177,10 @@ def start(argv: Sequence[str]) -> threading.Thread:
 
 
 def main() -> None:
-    """``python -m app.warmup run app/main.py ...``: :func:`start`, then Streamlit's command line unchanged."""
-    start(sys.argv[1:])
-    from streamlit.web.cli import main as streamlit_main
+    """``python -m app.warmup run app/main.py ...``: the same as ``python -m app.serve`` (which calls :func:`start`)."""
+    from app.serve import main as serve_main
 
-    sys.exit(streamlit_main(prog_name="streamlit"))
+    serve_main()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,6 +28,10 @@ with guard(label):
     c[1].metric("File format", stats.format)
     c[2].metric("Adapted layers", len(table))
     c[3].metric("Trainable parameters", f"{stats.n_params:,}" if stats.n_params is not None else "unknown")
+    base = data.load_deltaset(src.path).config.get("base_model_used")
+    if base:
+        st.caption(md(f"W0 from the base model named in adapter_config.json ({base.get('field')} = "
+                      f"{base.get('name')}): {base.get('resolved')}"))
     for w in stats.warnings[:5]:
         st.warning(md(w))
     if len(stats.warnings) > 5:

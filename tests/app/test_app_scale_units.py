@@ -113,8 +113,9 @@ def test_app_command_opens_paths_and_rejects_missing(tmp_path: Path, capsys) -> 
     from app.cli import main
     from app.commands.app import streamlit_command
 
-    cmd = streamlit_command("127.0.0.1", 8501, "samples", paths=[str(tmp_path)])
-    assert cmd[cmd.index("--") + 1:] == ["--samples", "samples", "--open", str(tmp_path.resolve())]
+    cmd = streamlit_command("127.0.0.1", 8501, "samples", opened=(str(tmp_path),))
+    assert cmd[cmd.index("--") + 1:] == ["--samples", "samples", "--open", str(tmp_path)]
+    assert cmd[1:4] == ["-m", "app.serve", "run"]  # app.serve warms the first screen (app.warmup.start)
     assert main(["app", str(tmp_path / "nope"), "--no-browser"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
 
