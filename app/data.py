@@ -16,9 +16,10 @@ import streamlit as st
 
 from . import frames
 from .sources import fingerprint
+from .stats import STORE, LayerStats
 
 __all__ = [
-    "load_deltaset", "source_summary", "rank_table", "spectra", "sparsity_table", "layer_heatmap",
+    "load_deltaset", "open_source", "layer_stats", "stats_ready", "source_summary", "rank_table", "spectra", "sparsity_table", "layer_heatmap",
     "layer_spy", "layer_norms", "trajectory", "inspect_json", "monte_carlo", "compression_table",
     "schedule_curves", "layer_names", "mora_rank_curve", "prop1_point", "report_files", "survey_query",
 ]
@@ -47,44 +48,60 @@ def load_deltaset(path: str):
     return _deltaset(path, fingerprint(path))
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _summary(path: str, key: Key) -> dict[str, Any]:
-    ds = _deltaset(path, key)
-    return {"method": ds.method, "format": ds.format, "n_layers": len(ds), "n_params": ds.n_params,
-            "warnings": list(ds.warnings), "size_bytes": key[1],
-            "base_used": ds.config.get("base_model_used")}  # the base found by itself (docs/hub.md)
+def open_source(path: str) -> int:
+    """Open ``path`` (sniff the format, read the headers; raises ``CheckpointError``); its number of layers."""
+    return len(load_deltaset(path))
+
+
+def stats_ready(path: str) -> bool:
+    """Whether the per-layer statistics of ``path`` are already computed (no progress bar needed)."""
+    return STORE.ready(path, fingerprint(path))
+
+
+def layer_stats(path: str, progress: bool = True) -> LayerStats:
+    """The per-layer statistics of ``path`` (``app.stats.LayerStats``), computed once per path + fingerprint
+    and shared by every page and session; a progress bar shows while they are computed (or while another
+    session or the server's warm-up computes them)."""
+    key = fingerprint(path)
+    if not progress or STORE.ready(path, key):
+        return STORE.get(path, key, lambda: _deltaset(path, key))
+    from .ui import md
+
+    bar = st.progress(0.0, text="Reading the checkpoint…")
+
+    def step(i: int, n: int, layer: str) -> None:
+        bar.progress(min(1.0, i / max(n, 1)), text=md(f"Computing the statistics of every layer: {i + 1} of {n} ({layer})"))
+
+    try:
+        return STORE.get(path, key, lambda: _deltaset(path, key), step)
+    finally:
+        bar.empty()
 
 
 def source_summary(path: str) -> dict[str, Any]:
-    """method, format, n_layers, n_params, warnings, size_bytes, base_used (None or the base model found by
-    itself from adapter_config.json: field, name, resolved) of one checkpoint."""
-    return _summary(path, fingerprint(path))
+    """method, format, n_layers, n_params, warnings, size_bytes (from its statistics) and base_used (None or
+    the base model found by itself from adapter_config.json: field, name, resolved) of one checkpoint."""
+    s = layer_stats(path)
+    return {"method": s.method, "format": s.format, "n_layers": len(s.table), "n_params": s.n_params,
+            "warnings": list(s.warnings), "size_bytes": fingerprint(path)[1],
+            "base_used": load_deltaset(path).config.get("base_model_used")}  # the base found by itself (docs/hub.md)
 
 
 def layer_names(path: str) -> list[str]:
-    return list(load_deltaset(path).names)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _rank_table(path: str, key: Key) -> pd.DataFrame:
-    from analysis.rank import rank_table as rt
-
-    return rt(_deltaset(path, key))
+    """Layer names in model order."""
+    return list(layer_stats(path).table["layer"])
 
 
 def rank_table(path: str) -> pd.DataFrame:
-    """``analysis.rank.rank_table`` of the checkpoint (one row per layer; columns in API.md)."""
-    return _rank_table(path, fingerprint(path))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _spectra(path: str, key: Key, k: int) -> pd.DataFrame:
-    return frames.spectra_frame(_deltaset(path, key), k)
+    """One row per layer in model order: ``analysis.rank.rank_table``'s columns plus short, block and module
+    (``app.stats.TABLE_COLUMNS``), from the checkpoint's one statistics pass."""
+    return layer_stats(path).table.copy()
 
 
 def spectra(path: str, k: int = 64) -> pd.DataFrame:
-    """Top-``k`` singular values of every layer: columns layer, method, index (1-based), sigma."""
-    return _spectra(path, fingerprint(path), k)
+    """Top-``k`` (≤ 64) singular values of every layer: columns layer, method, index (1-based), sigma."""
+    spec = layer_stats(path).spectra
+    return spec[spec["index"] <= k].reset_index(drop=True)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -117,8 +134,13 @@ def _spy(path: str, key: Key, layer: str, max_points: int) -> pd.DataFrame:
     return pts if isinstance(pts, pd.DataFrame) else pd.DataFrame(np.asarray(pts)[:, :2], columns=["row", "col"])
 
 
-def layer_spy(path: str, layer: str, max_points: int = 20000) -> pd.DataFrame:
-    """Positions (row, col) of nonzero entries of one layer's ΔW (subsampled to ``max_points``)."""
+def layer_spy(path: str, layer: str, max_points: int = 20000, dense_shape: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Positions (row, col) of nonzero entries of one layer's ΔW (subsampled to ``max_points``).
+
+    ``dense_shape``: the caller knows (from the statistics) that every entry is nonzero, so the support
+    is the whole matrix and a uniform sample of its positions is drawn without reading ΔW."""
+    if dense_shape is not None:
+        return frames.uniform_positions(dense_shape, max_points)
     return _spy(path, fingerprint(path), layer, max_points)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["spectra_frame", "heatmap_dict", "trajectory_frame", "observed_keep", "summary_row",
-           "bound_points", "mora_rank_curve"]
+           "bound_points", "mora_rank_curve", "uniform_positions"]
 
 
 def spectra_frame(ds, k: int = 64) -> pd.DataFrame:
@@ -33,6 +33,18 @@ def heatmap_dict(delta, max_cells: int) -> dict[str, np.ndarray]:
     g = heatmap_grid(delta, max_rows=max_cells, max_cols=max_cells)
     as_np = lambda t: t.detach().cpu().double().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=float)  # noqa: E731
     return {"values": as_np(g.values), "row_edges": as_np(g.row_edges), "col_edges": as_np(g.col_edges)}
+
+
+def uniform_positions(shape: tuple[int, int], n: int, seed: int = 0) -> pd.DataFrame:
+    """``min(n, rows·cols)`` distinct positions (row, col) drawn uniformly from a ``shape`` matrix (seeded):
+    the support sample of a ΔW known to have no zero entry. ``attrs``: nnz (rows·cols), sampled."""
+    rows, cols = int(shape[0]), int(shape[1])
+    size = rows * cols
+    rng = np.random.default_rng(seed)
+    flat = np.sort(rng.choice(size, size=min(n, size), replace=False)) if size else np.empty(0, dtype=np.int64)
+    df = pd.DataFrame({"row": flat // max(cols, 1), "col": flat % max(cols, 1)})
+    df.attrs.update(nnz=size, sampled=size > len(df))
+    return df
 
 
 def trajectory_frame(ds) -> pd.DataFrame | None:

@@ -73,7 +73,7 @@ def session_dir() -> Path:
 def add_source(path: str | os.PathLike, origin: str, label: str | None = None, activate: bool = True) -> Source:
     """Load ``path`` once (errors surface now, not on a page) and add it to the library."""
     path = str(path)
-    data.source_summary(path)  # raises CheckpointError for an unreadable checkpoint
+    data.open_source(path)  # raises CheckpointError for an unreadable checkpoint (headers only, fast)
     lib: dict[str, Source] = st.session_state.setdefault("sources", {})
     for s in lib.values():
         if s.path == path:
@@ -92,16 +92,25 @@ def _init(samples: Path, opened: Sequence[str] = ()) -> None:
         return
     st.session_state["sources"] = {s.label: s for s in sample_sources(samples)}
     st.session_state["active"] = default_active(list(st.session_state["sources"]))
-    msgs = []
-    for spec in opened:  # `rankscope app PATH...`: shown first, active
+    msgs, shown = [], []
+    for spec in opened:  # `rankscope app PATH...`: those, and only those, active; the first one shown
         try:
             src = add_spec(spec, operator=True)
+            shown.append(src.label)
             msgs.append(("success", f"Added {src.label}"))
         except USER_ERRORS as e:
             msgs.append(("error", f"Could not add {spec} — {error_text(e)}"))
     if opened:
         st.session_state["_library_msgs"] = msgs
-        _apply_pending()
+        st.session_state.pop("_pending_active", None)
+        st.session_state["active"] = list(dict.fromkeys(shown)) or st.session_state["active"]
+
+
+def _path_entered() -> None:
+    """Enter in the path box, or the Add path button: add what was typed (a callback, before the rerun)."""
+    path = str(st.session_state.get("_path_input", "")).strip()
+    if path:
+        _handle_path(path)
 
 
 def add_spec(spec: str, policy: PathPolicy | None = None, operator: bool = False) -> Source:
@@ -191,13 +200,11 @@ def render_library(samples: Path, opened: Sequence[str] = ()) -> None:
                          key="_path_input", help="A file or folder on this machine, or a Hub repo id: org/name, "
                          "org/name@revision, org/name/subfolder. Repos are read from the Hugging Face cache "
                          "(HF_HUB_CACHE) and only missing adapter files are downloaded (none with HF_HUB_OFFLINE=1).",
-                         disabled=not policy.paths_enabled)
+                         disabled=not policy.paths_enabled, on_change=_path_entered)
     if policy.exposed or policy.allow_dirs:
         hub = "; Hugging Face repo ids: off (only those on the command line)" if policy.exposed else ""
         sb.caption(md(policy.describe() + hub))
-    if sb.button("Add path", disabled=not policy.paths_enabled) and path.strip():
-        _handle_path(path.strip())
-        st.rerun()
+    sb.button("Add path", key="_add_path", disabled=not policy.paths_enabled, on_click=_path_entered)
     _apply_pending()
     lib: dict[str, Source] = st.session_state["sources"]
     if not lib:

@@ -20,6 +20,9 @@ def no_external_ip_lookup() -> None:
 
 def main() -> None:
     no_external_ip_lookup()
+    from app.warmup import start
+
+    start(sys.argv[1:])  # the first screen's imports and statistics, before the server answers (app/warmup.py)
     from streamlit.web.cli import main as streamlit_main
 
     sys.exit(streamlit_main(prog_name="streamlit"))

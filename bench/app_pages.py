@@ -55,6 +55,9 @@ def _app(samples: Path, timeout: float):
     os.environ["RANKSCOPE_SAMPLES"] = str(samples)
     st.cache_data.clear()
     st.cache_resource.clear()
+    from app.stats import STORE
+
+    STORE.clear()  # the per-layer statistics live in a process-wide store of their own
     return AppTest.from_file(MAIN, default_timeout=timeout)
 
 

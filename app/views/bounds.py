@@ -35,7 +35,7 @@ with guard("bounds"):
     mc = data.monte_carlo(int(d1), int(d2), r, s_values, int(trials), 0)
     st.plotly_chart(charts.prop1_figure(mc, r, point), width="stretch")
 
-    pts = [frames.bound_points(s.label, data.source_summary(s.path)["method"], data.sparsity_table(s.path))
+    pts = [frames.bound_points(s.label, data.load_deltaset(s.path).method, data.sparsity_table(s.path))
            for s in active_sources()]
     pts = pd.concat(pts, ignore_index=True) if pts else pd.DataFrame(columns=["source", "layer", "prop1_bound", "sparsity"])
     st.plotly_chart(charts.measured_bound_figure(pts), width="stretch")

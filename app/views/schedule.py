@@ -22,7 +22,7 @@ with guard("schedule"):
     if t_init >= total:
         raise ValueError("t_init must be smaller than the total number of steps")
     curves = data.schedule_curves(int(total), float(final), int(t_init), int(t_final))
-    pruned = [s for s in active_sources() if data.source_summary(s.path)["method"] == "roselora"]
+    pruned = [s for s in active_sources() if data.load_deltaset(s.path).method == "roselora"]
     observed = [frames.observed_keep(data.trajectory(s.path), s.label) for s in pruned]
     observed = pd.concat(observed, ignore_index=True) if observed else None
     st.plotly_chart(charts.schedule_figure(curves, observed), width="stretch")

@@ -51,6 +51,16 @@ def metric(at: AppTest, label: str):
     return next(m for m in at.metric if m.label == label)
 
 
+def array(v) -> "np.ndarray":
+    """A plotly JSON array (a list, or plotly's typed-array form {dtype, bdata, shape}) as numpy."""
+    import numpy as np
+
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(x) for x in str(v.get("shape", len(a))).split(",")])
+    return np.asarray(v, dtype=float)
+
+
 def clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -65,13 +75,28 @@ def test_inspect_is_the_first_screen_with_the_samples_loaded(app) -> None:
     table = at.dataframe[0].value
     assert list(table["layer"]) == [f"layers.{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]
     assert (table["numerical_rank"] == 4).all()  # r = 4 LoRA with a nonzero B
+    assert list(table["short"]) == [f"{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]
+    assert list(table["block"]) == [0, 0, 1, 1] and list(table["module"]) == ["attn.q_proj", "attn.v_proj"] * 2
     figs = figures(at)
-    assert len(figs) == 6
-    spectra = figs[0]
+    assert len(figs) == 3  # the map, one chart of every layer (spectra first), one close-up of the first layer
+    grid = figs[0]["data"][0]  # the model map comes first: 2 blocks x 2 module types
+    z = array(grid["z"])
+    assert grid["type"] == "heatmap" and z.shape == (2, 2)
+    assert z[1, 0] == pytest.approx(table["effective_rank"][2])
+    spectra = figs[1]
     assert spectra["layout"]["yaxis"]["type"] == "log" and len(spectra["data"]) == 4
-    heat = next(f for f in figs if f["data"] and f["data"][0]["type"] == "heatmap")
+    heat = next(f for f in figs[1:] if f["data"] and f["data"][0]["type"] == "heatmap")
     ca = heat["layout"]["coloraxis"]
     assert ca["cmid"] == 0 and ca["cmin"] == -ca["cmax"]
+    at.radio(key="inspect_layers_view").set_value("Rank measures per layer").run()
+    bars = figures(at)[1]
+    assert [t["type"] for t in bars["data"]] == ["bar"] * 4 and len(bars["data"][0]["x"]) == 4
+    at.radio(key="inspect_layers_view").set_value("Per block").run()
+    assert len(figures(at)[1]["data"][0]["x"]) == 2  # blocks 0 and 1
+    at.radio(key="inspect_closeup").set_value("Row and column norms").run()
+    clean(at)
+    norms = figures(at)[2]
+    assert len(norms["data"]) == 2 and len(array(norms["data"][0]["y"])) == 48  # one value per output row
 
 
 def test_inspect_switches_source_and_layer(app) -> None:
@@ -79,7 +104,10 @@ def test_inspect_switches_source_and_layer(app) -> None:
     at.selectbox(key="inspect_source").set_value("rosa.safetensors").run()
     clean(at)
     assert metric(at, "Method").value == "rosa"
-    at.selectbox(key="inspect_layer").set_value("layers.1.attn.v_proj").run()
+    picker = at.selectbox(key="inspect_layer")
+    assert picker.options == [f"{b}.attn.{p}" for b in range(2) for p in ("q_proj", "v_proj")]  # short names shown
+    picker.set_value("layers.1.attn.v_proj").run()
+    at.radio(key="inspect_closeup").set_value("Support (nonzero entries)").run()
     clean(at)
     spy = next(f for f in figures(at) if f["data"] and f["data"][0]["type"] == "scattergl")
     assert "nonzeros drawn" not in spy["layout"]["title"]["text"]
@@ -92,7 +120,15 @@ def test_compare_aligns_layers_and_shares_one_colour_scale(app) -> None:
     assert list(summary["source"]) == ["lora.safetensors", "rosa.safetensors", "roselora.safetensors"]
     assert list(summary["n_params"]) == [1408, 2 * 88 * 4 + 4 * 96, 1408]
     figs = figures(at)
-    heat = next(f for f in figs if any(t["type"] == "heatmap" for t in f["data"]))
+    maps = [f for f in figs if len(f["data"]) == 1 and f["data"][0]["type"] == "heatmap"]
+    assert len(maps) == 4  # one model map per checkpoint, then the difference of the first two
+    assert len({(m["data"][0]["zmin"], m["data"][0]["zmax"]) for m in maps[:3]}) == 1  # one shared scale
+    tables = [at.dataframe[1].value[lambda d, s=s: d["source"] == s] for s in summary["source"]]
+    diff = array(maps[3]["data"][0]["z"])
+    want = (tables[1]["effective_rank"].to_numpy() - tables[0]["effective_rank"].to_numpy()).reshape(2, 2)
+    assert diff == pytest.approx(want)
+    assert maps[3]["data"][0]["zmin"] == -maps[3]["data"][0]["zmax"]
+    heat = next(f for f in figs if sum(t["type"] == "heatmap" for t in f["data"]) > 1)
     assert sum(t["type"] == "heatmap" for t in heat["data"]) == 3
     assert {t["coloraxis"] for t in heat["data"]} == {"coloraxis"}  # one scale for all panels
     assert len(at.dataframe[1].value) == 12  # 3 sources x 4 layers
