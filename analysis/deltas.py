@@ -83,26 +83,35 @@ def heatmap_grid(delta: LayerDelta, max_rows: int = 256, max_cols: int = 256) ->
 
 
 def spy_points(delta: LayerDelta, max_points: int = 20000, seed: int = 0) -> pd.DataFrame:
-    """Coordinates of ΔW's structural support for a spy plot, uniformly subsampled (seeded) to ``max_points``.
+    """Coordinates of ΔW's structural support for a spy plot, a uniform sample (seeded) of ``max_points``.
 
-    Columns: layer, method, row, col. ``df.attrs["nnz"]`` is the full support size and
-    ``df.attrs["sampled"]`` whether points were dropped.
+    Bottom-k sampling in one pass over the row bands: every nonzero gets an independent uniform key
+    and the ``max_points`` smallest keys are kept, i.e. a uniform sample without replacement, whatever
+    band a nonzero is in. Memory: one band's nonzeros (≤ ``BLOCK_ENTRIES``) plus the sample.
+    Columns: layer, method, row, col, sorted by (row, col). ``df.attrs["nnz"]`` is the full support
+    size and ``df.attrs["sampled"]`` whether points were dropped.
     """
-    coords, nnz = [], 0
+    n_cols = delta.shape[1]
+    gen = torch.Generator().manual_seed(int(seed))
+    keys = torch.empty(0, dtype=torch.float64)
+    flat = torch.empty(0, dtype=torch.int64)  # row * n_cols + col of the kept points
+    nnz = 0
     for r0, mask in support_row_blocks(delta):
-        rc = mask.nonzero()
-        rc[:, 0] += r0
-        nnz += rc.shape[0]
-        coords.append(rc)
-        if sum(c.shape[0] for c in coords) > 4 * max_points:  # thin as we go to bound memory
-            allc = torch.cat(coords)
-            keep = torch.randperm(allc.shape[0], generator=torch.Generator().manual_seed(seed + nnz))[: 2 * max_points]
-            coords = [allc[keep.sort().values]]
-    allc = torch.cat(coords) if coords else torch.empty((0, 2), dtype=torch.int64)
-    if allc.shape[0] > max_points:
-        keep = torch.randperm(allc.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points]
-        allc = allc[keep.sort().values]
-    df = pd.DataFrame({"layer": delta.name, "method": delta.method, "row": allc[:, 0].numpy(), "col": allc[:, 1].numpy()})
+        idx = mask.reshape(-1).nonzero().squeeze(1)
+        nnz += idx.numel()
+        if not idx.numel():
+            continue
+        k = torch.rand(idx.numel(), generator=gen, dtype=torch.float64)
+        if idx.numel() > max_points:
+            k, sel = torch.topk(k, max_points, largest=False, sorted=False)
+            idx = idx[sel]
+        keys, flat = torch.cat([keys, k]), torch.cat([flat, idx + r0 * n_cols])
+        if keys.numel() > max_points:
+            keys, sel = torch.topk(keys, max_points, largest=False, sorted=False)
+            flat = flat[sel]
+    flat = flat.sort().values
+    df = pd.DataFrame({"layer": delta.name, "method": delta.method,
+                       "row": (flat // max(1, n_cols)).numpy(), "col": (flat % max(1, n_cols)).numpy()})
     df.attrs.update(nnz=nnz, sampled=nnz > len(df))
     return df
 

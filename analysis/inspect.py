@@ -1,12 +1,14 @@
 """The ``rankscope inspect --json`` object: one spectrum per layer, every metric from it.
 
     {"source", "format", "method", "n_params",
-     "layers": [{"layer", "method", "shape": [out, in], "n_params", "fro_norm", "spectral_norm",
+     "layers": [{"layer", "block", "module", "method", "shape": [out, in], "n_params", "fro_norm", "spectral_norm",
                  "numerical_rank", "stable_rank", "effective_rank", "energy_rank_90", "energy_rank_99",
                  "sparsity", "nonfinite", "singular_values": [top ≤ 64, descending]}],
      "warnings": [...]}
 
-Non-finite numbers become JSON ``null`` (the object is always valid JSON). Layers are read one at a
+``layer`` is the full module path; ``block`` (int or null) and ``module`` (``self_attn.q_proj``) are
+its parse by ``analysis.names.parse_module_path``. Layers come in the ``DeltaSet``'s order, model order for
+every loader. Non-finite numbers become JSON ``null`` (the object is always valid JSON). Layers are read one at a
 time from the (lazy) ``DeltaSet`` and dropped after use.
 """
 
@@ -21,6 +23,7 @@ import torch
 
 from adapters.delta import DeltaSet, LayerDelta
 
+from .names import parse_module_path
 from .rank import rank_stats
 from .sparsity import delta_sparsity
 from .spectrum import spectrum
@@ -28,7 +31,7 @@ from .spectrum import spectrum
 __all__ = ["LAYER_KEYS", "TOP_K", "inspect_layer", "inspect_deltaset", "contract_view"]
 
 TOP_K = 64
-LAYER_KEYS = ("layer", "method", "shape", "n_params", "fro_norm", "spectral_norm", "numerical_rank",
+LAYER_KEYS = ("layer", "block", "module", "method", "shape", "n_params", "fro_norm", "spectral_norm", "numerical_rank",
               "stable_rank", "effective_rank", "energy_rank_90", "energy_rank_99", "sparsity", "nonfinite",
               "singular_values")
 DETAIL_KEYS = ("kind", "rel_fro_norm", "numerical_rank_abs", "exact", "spectrum_method", "has_bias")
@@ -57,8 +60,9 @@ def inspect_layer(delta: LayerDelta, top_k: int = TOP_K) -> tuple[dict[str, Any]
     elif st.estimated:
         warnings.append(f"{delta.name}: top-{sp.values.numel()} spectrum by Lanczos ({delta.shape[0]}x{delta.shape[1]}); "
                         f"estimated: {', '.join(st.estimated)}")
+    parsed = parse_module_path(delta.name)
     rec = {
-        "layer": delta.name, "method": delta.method, "shape": [delta.shape[0], delta.shape[1]],
+        "layer": delta.name, "block": parsed.block, "module": parsed.module, "method": delta.method, "shape": [delta.shape[0], delta.shape[1]],
         "n_params": delta.n_params, "fro_norm": _num(st.fro_norm), "spectral_norm": _num(st.spectral_norm),
         "numerical_rank": st.numerical_rank, "stable_rank": _num(st.stable_rank),
         "effective_rank": _num(st.effective_rank), "energy_rank_90": st.energy_rank_90,

@@ -9,7 +9,6 @@ Heatmaps of several sources share ONE diverging colour scale, symmetric around 0
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,11 +129,16 @@ def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", no
     return _style(fig, title, "index i (largest singular value first)", ylab, legend="source" if by_source else "layer")
 
 
-def metric_by_layer_figure(table: pd.DataFrame, metric: str, title: str | None = None) -> go.Figure:
-    """One metric per layer as bars, grouped by source (``table``: source, layer, <metric>)."""
+def metric_by_layer_figure(table: pd.DataFrame, metric: str, title: str | None = None,
+                           max_layers: int = 24) -> go.Figure:
+    """One metric per layer as bars, grouped by source (``table``: source, layer, <metric>); above
+    ``max_layers`` layers, one line per source in model order instead."""
     if table.empty or metric not in table.columns:
         return empty_figure(f"No values of {metric}.", title or "")
     layers = list(dict.fromkeys(table["layer"]))
+    if len(layers) > max_layers:  # bars of hundreds of layers cannot be read: lines in model order
+        from .charts_map import source_lines_figure
+        return source_lines_figure(table, metric, title)
     short = dict(zip(layers, short_names(layers)))
     colors = source_colors(table["source"])
     fig = go.Figure()
@@ -152,11 +156,15 @@ def metric_by_layer_figure(table: pd.DataFrame, metric: str, title: str | None =
 
 def rank_measures_figure(table: pd.DataFrame, metrics: Sequence[str] = ("numerical_rank", "energy_rank_90",
                                                                            "effective_rank", "stable_rank"),
-                         title: str = "Rank measures per layer") -> go.Figure:
-    """Several rank measures of one source per layer, as grouped bars (``table``: layer, <metrics>)."""
+                         title: str = "Rank measures per layer", max_layers: int = 24) -> go.Figure:
+    """Several rank measures of one source per layer, as grouped bars (``table``: layer, <metrics>);
+    above ``max_layers`` layers, a line per module type across depth instead (``charts_map``)."""
     metrics = [m for m in metrics if m in table.columns]
     if table.empty or not metrics:
         return empty_figure("No layers.", title)
+    if table["layer"].nunique() > max_layers:
+        from .charts_map import depth_lines_figure
+        return depth_lines_figure(table, metrics, title)
     short = short_names(list(table["layer"]))
     fig = go.Figure()
     for i, m in enumerate(metrics):
@@ -170,25 +178,12 @@ def rank_measures_figure(table: pd.DataFrame, metrics: Sequence[str] = ("numeric
     return _style(fig, title, "layer", "rank (number of directions)", legend="measure")
 
 
-_BLOCK = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
-
-
 def block_figure(table: pd.DataFrame, metrics: Sequence[str] = ("effective_rank", "stable_rank"),
                  title: str = "Rank measures per block (mean over the block's layers)") -> go.Figure:
-    """Mean of each metric over the layers of each numbered block (the first integer in a layer name)."""
-    blocks = table["layer"].map(lambda n: int(m.group(1)) if (m := _BLOCK.search(str(n))) else None)
-    if blocks.isna().all():
-        return empty_figure("Layer names carry no block number, so there is no per-block view.", title)
-    df = table.assign(block=blocks).dropna(subset=["block"])
-    metrics = [m for m in metrics if m in df.columns]
-    agg = df.groupby("block", sort=True)[metrics].mean().reset_index()
-    fig = go.Figure()
-    for i, m in enumerate(metrics):
-        fig.add_trace(go.Scatter(x=agg["block"], y=agg[m], mode="lines+markers", name=esc(METRIC_LABELS.get(m, m)),
-                                 line=dict(color=PALETTE[i % len(PALETTE)]),
-                                 hovertemplate=f"block %{{x}}<br>{esc(METRIC_LABELS.get(m, m))} = %{{y:.4g}}<extra></extra>"))
-    fig.update_xaxes(dtick=1 if len(agg) <= 40 else None)
-    return _style(fig, title, "block number (from the layer name)", "mean rank", height=360, legend="measure")
+    """Mean of each metric over each block's layers, blocks in model order (see ``app.charts_map``)."""
+    from .charts_map import block_figure as _block_figure
+
+    return _block_figure(table, metrics, title)
 
 
 def shared_zmax(grids: Sequence[dict[str, np.ndarray]]) -> float:
@@ -382,3 +377,17 @@ def loss_figure(traj: pd.DataFrame, title: str = "Training loss") -> go.Figure:
                                  line=dict(color=PALETTE[i % len(PALETTE)]),
                                  hovertemplate=f"{esc(run)}<br>step %{{x}}<br>loss %{{y:.4g}}<extra></extra>"))
     return _style(fig, title, "training step", "training loss", height=360, legend="run")
+
+
+_MAP_EXPORTS = ("MAX_BAR_LAYERS", "MAP_MEASURES", "too_many_layers", "map_measures", "model_map_names", "shared_range",
+                "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
+                "model_maps_figure", "source_lines_figure")
+
+
+def __getattr__(name: str) -> Any:
+    """The model-map builders of ``app.charts_map``, re-exported lazily (that module imports this one)."""
+    if name in _MAP_EXPORTS:
+        from . import charts_map
+
+        return getattr(charts_map, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

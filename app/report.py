@@ -7,7 +7,10 @@ Shared by the app's Report page and ``rankscope report``. No streamlit here.
   anything), print CSS. Every name from a file is HTML-escaped in tables and in chart text, and
   the figures' JSON is embedded with ``<``, ``>`` and ``&`` as ``\\u003c``-style escapes inside a
   ``type="application/json"`` block, so a ``</script>`` in a tensor name cannot end the block.
-- CSV: one row per (source, layer) with the ``rankscope inspect --json`` layer fields.
+- CSV: one row per (source, layer) with the ``rankscope inspect --json`` layer fields (full module path,
+  ``block`` and ``module`` from ``analysis.names``), layers in model order.
+- At scale (``app.report_map``): the model map comes first; above 24 layers no per-layer bars and ΔW
+  heatmaps only for the layers with the largest ‖ΔW‖_F.
 - JSON: every source's ``inspect --json`` object, the summary rows and the provenance.
 """
 
@@ -34,7 +37,7 @@ from . import charts, frames
 __all__ = ["ReportSource", "Report", "build_report", "report_html", "report_csv", "report_json", "file_digests",
            "CSV_COLUMNS", "safe_json_for_html"]
 
-CSV_COLUMNS = ["source", "layer", "method", "out_features", "in_features", "n_params", "fro_norm", "spectral_norm",
+CSV_COLUMNS = ["source", "layer", "block", "module", "method", "out_features", "in_features", "n_params", "fro_norm", "spectral_norm",
                "numerical_rank", "stable_rank", "effective_rank", "energy_rank_90", "energy_rank_99", "sparsity",
                "nonfinite"]
 HEATMAP_CELLS = 48
@@ -61,11 +64,13 @@ class Report:
     sources: list[dict[str, Any]]          # inspect --json objects + "label" + "provenance"
     summary: pd.DataFrame                   # one row per source (frames.summary_row)
     heatmaps: list[tuple[str, list[tuple[str, dict[str, np.ndarray]]]]] = field(default_factory=list)
+    heatmap_note: str = ""
     bound_points: pd.DataFrame | None = None
     monte_carlo: pd.DataFrame | None = None
     mc_r: int = 8
     compression: pd.DataFrame | None = None
     compression_shapes: list[tuple[str, int, int, int]] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # per source: layer table (+ rel_fro_norm)
 
 
 def _version() -> str:
@@ -94,45 +99,42 @@ def file_digests(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
-def _table_from_inspect(obj: dict[str, Any]) -> pd.DataFrame:
+def _table_from_inspect(obj: dict[str, Any], extra: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per layer record of an inspect object: the CSV columns (less source), then ``extra`` keys."""
     rows = []
     for lay in obj.get("layers", []):
         shape = lay.get("shape") or [None, None]
-        rows.append({k: lay.get(k) for k in CSV_COLUMNS if k not in ("source", "out_features", "in_features")}
+        rows.append({k: lay.get(k) for k in [*CSV_COLUMNS, *extra] if k not in ("source", "out_features", "in_features")}
                     | {"out_features": shape[0], "in_features": shape[1]})
-    return pd.DataFrame(rows, columns=[c for c in CSV_COLUMNS if c != "source"])
-
-
-def _pick_layers(names: Sequence[str], n: int) -> list[str]:
-    """First, middle and last of ``names`` (at most ``n``), in order."""
-    if len(names) <= n:
-        return list(names)
-    idx = sorted({round(i * (len(names) - 1) / (n - 1)) for i in range(n)})
-    return [names[i] for i in idx]
+    return pd.DataFrame(rows, columns=[c for c in CSV_COLUMNS if c != "source"] + list(extra))
 
 
 def build_report(sources: Sequence[ReportSource], options: dict[str, Any] | None = None) -> Report:
     """Analyse every source once (inspect object, heatmaps, Prop. 1 points, compression)."""
-    from analysis.inspect import inspect_deltaset
+    from analysis.inspect import contract_view, inspect_deltaset
+
+    from .report_map import heatmap_layers
 
     if not sources:
         raise ValueError("a report needs at least one source")
     options = dict(options or {})
     objs, summaries, tables = [], [], []
     for s in sources:
-        obj = dict(inspect_deltaset(s.deltas))
+        full = inspect_deltaset(s.deltas, details=True)  # details: rel_fro_norm for the map
+        table = _table_from_inspect(full, extra=("rel_fro_norm",))
+        obj = dict(contract_view(full))
         obj["label"] = s.label
         obj["provenance"] = {"files": file_digests(s.path), "format": s.deltas.format}
-        table = _table_from_inspect(obj)
         objs.append(obj)
         tables.append(table)
         summaries.append(frames.summary_row(s.label, s.deltas, table))
     rep = Report(created=datetime.now(timezone.utc).isoformat(timespec="seconds"), version=_version(),
                  options=options, sources=objs, summary=pd.DataFrame(summaries))
 
-    common = [n for n in tables[0]["layer"] if all(n in set(t["layer"]) for t in tables[1:])]
+    rep.tables = [(s.label, t) for s, t in zip(sources, tables)]
     cells = int(options.get("heatmap_cells", HEATMAP_CELLS))
-    for layer in _pick_layers(common, int(options.get("heatmap_layers", HEATMAP_LAYERS))):
+    picked, rep.heatmap_note = heatmap_layers(tables, int(options.get("heatmap_layers", HEATMAP_LAYERS)))
+    for layer in picked:
         rep.heatmaps.append((layer, [(s.label, frames.heatmap_dict(s.deltas[layer], cells)) for s in sources]))
 
     sparse = [s for s in sources if s.deltas.method in frames.SPARSE_METHODS
@@ -253,20 +255,21 @@ def _figures(rep: Report) -> list[tuple[str, str, Any]]:
     spec = pd.concat([pd.DataFrame([{"source": o["label"], "layer": lay["layer"], "index": i + 1, "sigma": sv}
                                     for lay in o["layers"] for i, sv in enumerate(lay.get("singular_values") or [])],
                                    columns=["source", "layer", "index", "sigma"]) for o in rep.sources], ignore_index=True)
-    table = pd.concat([_table_from_inspect(o).assign(source=o["label"]) for o in rep.sources], ignore_index=True)
-    out: list[tuple[str, str, Any]] = [
+    from .report_map import map_sections, per_layer_sections
+
+    tables = rep.tables or [(o["label"], _table_from_inspect(o)) for o in rep.sources]
+    table = pd.concat([t.assign(source=lab) for lab, t in tables], ignore_index=True)
+    out: list[tuple[str, str, Any]] = map_sections(tables) + [
         ("Singular-value spectra", "The top singular values of every layer's ΔW, one colour per source. A steep drop "
          "means few directions carry the update.", charts.spectra_figure(spec, title="Singular-value spectra (all layers)")),
-        ("Effective rank per layer", "exp(entropy of the normalised singular values): how many directions ΔW uses.",
-         charts.metric_by_layer_figure(table, "effective_rank")),
-        ("Sparsity per layer", "Fraction of exactly-zero entries of ΔW.", charts.metric_by_layer_figure(table, "sparsity")),
+        *per_layer_sections(table, len(tables)),
         ("Trainable parameters", "", charts.params_figure(rep.summary)),
     ]
     if rep.heatmaps:
         zmax = charts.shared_zmax([g for _, panels in rep.heatmaps for _, g in panels])
         for layer, panels in rep.heatmaps:
             out.append((f"ΔW heatmap: {layer}", "Downsampled: each cell shows the largest-magnitude entry of its block. "
-                        "All heatmaps in this report share one colour scale.",
+                        "All heatmaps in this report share one colour scale. " + rep.heatmap_note,
                         charts.heatmaps_figure(panels, title=f"ΔW of {layer}", zmax=zmax, cols=min(3, len(panels)))))
     if rep.monte_carlo is not None:
         out.append(("Proposition 1 (RoseLoRA): sparsity of B·A", "Lower bound, random-support expectation and a Monte "

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..delta import CheckpointError, DeltaError, DeltaSet, LayerDelta
+from ..names import sort_model_order
 
 __all__ = ["ModuleProblem", "MODULE_FAULTS", "finish"]
 
@@ -52,14 +53,17 @@ def finish(
     warnings: list[str] | None = None,
     check: bool = True,
 ) -> DeltaSet:
-    """A lazy ``DeltaSet``; with ``check`` every layer is built once and faulty ones are dropped.
+    """A lazy ``DeltaSet`` in model order (``layers.2`` before ``layers.10``; q, k, v, o, gate, up, down
+    within a block: ``adapters.names.sort_model_order``), whatever order the file lists its keys in;
+    with ``check`` every layer is built once and faulty ones are dropped.
 
     Dropped modules and modules holding NaN/Inf (kept, flagged ``nonfinite``) are described in
     ``DeltaSet.warnings``.
     """
     warns = list(warnings or [])
     kept: dict[str, Callable[[], LayerDelta]] = {}
-    for name, loader in layers.items():
+    for name in sort_model_order(layers):
+        loader = layers[name]
         if check:
             try:
                 d = loader()
