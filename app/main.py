@@ -35,6 +35,7 @@ PAGES = {
     "Analyse": [
         st.Page("views/inspect.py", title="Inspect", icon=":material/search:", default=True),
         st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("views/relations.py", title="Relations", icon=":material/join_inner:"),
     ],
     "Train": [st.Page("views/train.py", title="Train", icon=":material/model_training:")],
     "Explore the theory": [

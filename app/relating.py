@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["RelateInputs", "open_inputs", "match_layers", "relate_layer", "relate_all", "json_clean"]
+__all__ = ["RelateInputs", "open_inputs", "prepare", "match_layers", "relate_layer", "relate_all", "json_clean"]
 
 
 @dataclass
@@ -58,8 +58,20 @@ def open_inputs(a: str, b: str | None = None, base: str | None = None, layer: st
         _exists(p)
     if b is None and base is None:
         raise UserError(a, "relate needs a second checkpoint B or --base BASE")
-    ds_a = load(a, base=base)
-    ds_b = load(b, base=base) if b is not None else None
+    inp = RelateInputs(a, load(a, base=base), b, load(b, base=base) if b is not None else None, base,
+                       as_base(base) if base is not None else None)
+    prepare(inp, layer)
+    if base is not None:
+        from .svdcache import BaseSVDCache, base_digest
+
+        root = Path(cache_dir) if cache_dir else None
+        inp.cache = BaseSVDCache(base_digest(base, root) if cache else None, root)
+    return inp
+
+
+def prepare(inp: RelateInputs, layer: str | None = None) -> RelateInputs:
+    """Choose ``inp.layers`` (shared, matching ``layer``) and check shapes against B and the base."""
+    ds_a, ds_b, a, b = inp.a, inp.b, inp.a_path, inp.b_path
     names = list(ds_a.names)
     if ds_b is not None:
         names = [n for n in names if n in set(ds_b.names)]
@@ -68,26 +80,20 @@ def open_inputs(a: str, b: str | None = None, base: str | None = None, layer: st
     chosen = match_layers(names, layer)
     if not chosen:
         raise UserError(layer, "--layer matches no " + ("shared " if ds_b is not None else "") + "layer")
-    inp = RelateInputs(a, ds_a, b, ds_b, base, None, chosen)
     if ds_b is not None:
         for n in chosen:
             sa, sb = _shape(ds_a, n), _shape(ds_b, n)
             if sa != sb:
                 raise UserError(b, f"layer {n!r} is {sb[0]}x{sb[1]} here but {sa[0]}x{sa[1]} in {a}")
-    if base is not None:
-        from .svdcache import BaseSVDCache, base_digest
-
-        bw = as_base(base)
+    if inp.base is not None:
         for n in chosen:
-            shape = bw.shape(n)
+            shape = inp.base.shape(n)
             if shape is None:
-                raise UserError(base, f"no {n}.weight in the base model")
+                raise UserError(inp.base_path, f"no {n}.weight in the base model")
             if tuple(shape) != _shape(ds_a, n):
-                raise UserError(base, f"{n}.weight is {'x'.join(map(str, shape))}, the update is "
-                                      f"{'x'.join(map(str, _shape(ds_a, n)))}")
-        inp.base = bw
-        root = Path(cache_dir) if cache_dir else None
-        inp.cache = BaseSVDCache(base_digest(base, root) if cache else None, root)
+                raise UserError(inp.base_path, f"{n}.weight is {'x'.join(map(str, shape))}, the update is "
+                                               f"{'x'.join(map(str, _shape(ds_a, n)))}")
+    inp.layers = chosen
     return inp
 
 
