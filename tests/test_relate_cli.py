@@ -143,3 +143,19 @@ def test_input_errors_exit_2(tmp_path, capsys) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     rc, _, err = _run(capsys, a, str(tmp_path / "bad.safetensors"))
     assert rc == 2 and "bad.safetensors" in err
+
+
+def test_report_gains_a_relations_section(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RANKSCOPE_CACHE", str(tmp_path / "cache"))
+    base, _ = _base(tmp_path / "base.safetensors")
+    a = _save(tmp_path / "a.safetensors", [0, 1, 2, 3], [0, 1, 2, 3])
+    half = _save(tmp_path / "half.safetensors", [0, 1, 4, 5], [0, 1, 4, 5])
+    out = tmp_path / "r.html"
+    assert cli.main(["report", a, half, "-o", str(out), "--json", str(tmp_path / "r.json"), "--base", base]) == 0
+    html = out.read_text()
+    assert "Relations: a.safetensors vs half.safetensors" in html and "intruder dimensions" in html
+    rel = json.loads((tmp_path / "r.json").read_text())["relations"]
+    assert rel["pair"]["layers"][0]["subspace_similarity_left"] == pytest.approx(0.5, abs=1e-6)
+    assert rel["base"]["layers"][0]["amplification"] > 0
+    assert str(base) not in html  # the local base path is used, not written
+    assert cli.main(["report", a, "-o", str(out)]) == 0 and "Relations:" not in out.read_text()

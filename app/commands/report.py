@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         label = unique_label(Path(p).name or p, labels)
         labels.append(label)
         sources.append(ReportSource(label, p, load(p, base=args.base)))
-    options = {"base": Path(args.base).name if args.base else None, "r": args.r, "command": "rankscope report"}
+    options = {"base": Path(args.base).name if args.base else None, "r": args.r, "command": "rankscope report",
+               "relations_base": args.base}
     rep = build_report(sources, options)
     atomic_write_bytes(args.output, report_html(rep).encode("utf-8"))
     written = [args.output]
