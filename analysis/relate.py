@@ -78,7 +78,8 @@ def relate_base(delta: LayerDelta, W0: Tensor, k: int = DEFAULT_K, eps: float = 
     """One ΔW against its base W0 (m, n). Returns (record, warnings, arrays for plots).
 
     ``arrays`` holds ``max_cos`` (k,), ``eig_base`` and ``eig_tuned`` (σ², when ``with_esd``) as float64
-    tensors. ``tuned`` is ``update`` (top-k of W0 + ΔW by ``top_svd``) or ``dense`` (a dense SVD).
+    tensors. ``tuned`` is ``update`` (top-k of W0 + ΔW by ``top_svd``: as a low-rank update of W0 when ΔW
+    is low-rank, else on the dense sum) or ``dense`` (a dense SVD, also taken when the ESD needs it).
     """
     m, n = delta.shape
     if tuple(W0.shape) != (m, n):
@@ -98,16 +99,19 @@ def relate_base(delta: LayerDelta, W0: Tensor, k: int = DEFAULT_K, eps: float = 
     U0k = U0[:, :kk].to(torch.float64)
     V0k = (W0.T @ U0k) / S0[:kk].clamp_min(1e-300)
     al, ar = alignment(t.U[:, :r], U0k), alignment(t.V[:, :r], V0k)
+    if tuned not in ("update", "dense"):
+        raise ValueError(f"tuned must be 'update' or 'dense', got {tuned!r}")
     eig_tuned = None
-    if tuned == "dense" or not low_rank:
+    if tuned == "dense" or (not low_rank and with_esd):  # the ESD needs the whole spectrum anyway
         Ut_all, St, _ = torch.linalg.svd(W0 + delta.dense(torch.float64), full_matrices=False)
         Ut, resid, path = Ut_all[:, :kk], 0.0, "dense_svd"
         eig_tuned = esd(singular_values=St)
-    elif tuned == "update":
+    elif low_rank:
         tt = top_svd(W0, lr[0], lr[1], kk)
         Ut, resid, path = tt.U, tt.residual, "low_rank_update"
     else:
-        raise ValueError(f"tuned must be 'update' or 'dense', got {tuned!r}")
+        tt = top_svd(W0 + delta.dense(torch.float64), None, None, kk)
+        Ut, resid, path = tt.U, tt.residual, "subspace"
     intr = intruders(U0, Ut, eps)
     rec: dict[str, Any] = {
         "layer": delta.name, "shape": [m, n], "k": kk, "eps": eps, "rank": _usable(t), "delta_path": t.method,

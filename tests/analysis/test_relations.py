@@ -180,3 +180,18 @@ def test_esd_alpha_in_relate_base() -> None:
     assert rec["alpha_tuned"] == pytest.approx(fit_power_law(eig)["alpha"])
     assert rec["alpha_base"] == pytest.approx(fit_power_law(U0S0[1] ** 2)["alpha"])
     assert math.isfinite(rec["alpha_base"]) and arrays["eig_base"].shape == (64,)
+
+
+def test_dense_delta_intruders_by_subspace_path_match_dense() -> None:
+    W0 = _w0(70, 60, 16)
+    u, v = _orth(70, 1, 17), _orth(60, 1, 18)
+    g = torch.Generator().manual_seed(19)
+    D = 12.0 * u @ v.T + 0.01 * torch.randn(70, 60, generator=g, dtype=D64)  # a dense (full-rank) update
+    d = LayerDelta("d", (70, 60), dense_part=D)
+    fast, _, _ = relate_base(d, W0, k=4, with_esd=False)
+    slow, _, _ = relate_base(d, W0, k=4, tuned="dense", with_esd=False)
+    assert fast["tuned_path"] == "subspace" and slow["tuned_path"] == "dense_svd"
+    assert fast["intruders"] == slow["intruders"] >= 1
+    assert np.allclose(fast["intruder_max_cos"], slow["intruder_max_cos"], atol=1e-6)
+    with pytest.raises(ValueError):
+        relate_base(d, W0, k=4, tuned="nope")
