@@ -47,6 +47,11 @@ def relate_pair(a: LayerDelta, b: LayerDelta, k: int = DEFAULT_K, exact: bool | 
     """Subspace similarity of two deltas of one layer (shapes must agree). Returns (record, warnings)."""
     if a.shape != b.shape:
         raise ValueError(f"{a.name}: shapes disagree, {a.shape} and {b.shape}")
+    if a.nonfinite or b.nonfinite:
+        return ({"layer": a.name, "shape": list(a.shape), "k": 0, "subspace_similarity_left": None,
+                 "subspace_similarity_right": None, "top1_similarity_left": None, "top1_similarity_right": None,
+                 "principal_angles_deg": [], "phi": [], "phi_right": []},
+                [f"{a.name}: the update holds NaN or Inf; no similarity"])
     ta, tb = delta_svd(a, k, exact), delta_svd(b, k, exact)
     ka, kb = min(k, _usable(ta)), min(k, _usable(tb))
     warns = [f"{a.name}: k={k} exceeds the rank of {w} ({r}); using {min(k, r)}"
@@ -86,6 +91,11 @@ def relate_base(delta: LayerDelta, W0: Tensor, k: int = DEFAULT_K, eps: float = 
         raise ValueError(f"{delta.name}: the base weight is {tuple(W0.shape)}, the update {(m, n)}")
     warns: list[str] = []
     W0 = W0.to(torch.float64)
+    if delta.nonfinite or not bool(torch.isfinite(W0).all()):
+        what = "the update" if delta.nonfinite else "the base weight"
+        return ({"layer": delta.name, "shape": [m, n], "k": 0, "amplification": None, "intruders": None,
+                 "intruder_max_cos": [], "alignment_left": None, "alignment_right": None},
+                [f"{delta.name}: {what} holds NaN or Inf; not related"], {})
     lr = stacked_low_rank(delta)
     low_rank = not delta.sparse and delta.dense_part is None and lr is not None and lr[0].shape[1] < min(m, n)
     t = delta_svd(delta, None if low_rank else k)

@@ -49,9 +49,9 @@ def render(result: dict) -> str:
                          f"top-1 {_f(r['top1_similarity_left'])} angles {'/'.join(_f(a, '.0f') for a in r['principal_angles_deg'])}")
         b = r.get("base", r) if "amplification" in r.get("base", r) else None
         if b is not None:
-            parts.append(f"amplification {_f(b['amplification'], '.2f')} (r={b['amplification_r']}) "
-                         f"align L {_f(b['alignment_left'])} R {_f(b['alignment_right'])} "
-                         f"intruders {b['intruders']}/{b['k']} alpha {_f(b.get('alpha_base'), '.2f')} -> "
+            parts.append(f"amplification {_f(b['amplification'], '.2f')} (r={b.get('amplification_r', '-')}) "
+                         f"align L {_f(b.get('alignment_left'))} R {_f(b.get('alignment_right'))} "
+                         f"intruders {_f(b.get('intruders'), 'd')}/{b['k']} alpha {_f(b.get('alpha_base'), '.2f')} -> "
                          f"{_f(b.get('alpha_tuned'), '.2f')}")
         out.append("  ".join(parts))
     out += [clean_terminal(f"warning: {w}") for w in result["warnings"]]

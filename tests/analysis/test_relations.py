@@ -195,3 +195,14 @@ def test_dense_delta_intruders_by_subspace_path_match_dense() -> None:
     assert np.allclose(fast["intruder_max_cos"], slow["intruder_max_cos"], atol=1e-6)
     with pytest.raises(ValueError):
         relate_base(d, W0, k=4, tuned="nope")
+
+
+def test_nonfinite_updates_are_warned_not_computed() -> None:
+    B = torch.ones(20, 2, dtype=D64)
+    B[0, 0] = float("nan")
+    bad = _lr("x", B, torch.ones(2, 10, dtype=D64))
+    good = _lr("x", torch.ones(20, 2, dtype=D64), torch.eye(2, 10, dtype=D64))
+    rec, warns = relate_pair(bad, good, 2)
+    assert rec["subspace_similarity_left"] is None and "NaN" in warns[0]
+    rec, warns, _ = relate_base(bad, torch.eye(20, 10, dtype=D64), 2)
+    assert rec["amplification"] is None and rec["intruders"] is None and "NaN" in warns[0]
