@@ -67,12 +67,20 @@ def layer_shapes(hidden: int, mlp: int) -> dict[str, tuple[int, int]]:
             "down_proj": (hidden, mlp)}
 
 
-def run(hidden: int, mlp: int, blocks: int) -> dict[str, float]:
+class _Live(dict):
+    """A dict that prints each figure as it is measured (a slow machine still shows progress)."""
+
+    def __setitem__(self, key: str, value: float) -> None:
+        super().__setitem__(key, value)
+        print(f"  {key:22s} {value:.4g}" if isinstance(value, float) else f"  {key:22s} {value}", flush=True)
+
+
+def run(hidden: int, mlp: int, blocks: int, live: bool = False) -> dict[str, float]:
     from analysis.relate import base_svd, relate_pair
     from analysis.relations import intruders
     from analysis.topsvd import top_svd
 
-    res: dict[str, float] = {}
+    res: dict[str, float] = _Live() if live else {}
     shapes = layer_shapes(hidden, mlp)
     # (a) pair relate, factored, per shape; and the whole model (all blocks × 7) for real
     per_shape = {}
@@ -135,9 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hidden, mlp, blocks = (256, 688, 2) if a.small else (4096, 11008, 32)
     print(f"relate at shapes hidden={hidden}, mlp={mlp}, {blocks} blocks, r={R}, k={K}, eps={EPS}; "
           f"torch threads {torch.get_num_threads()}", flush=True)
-    r = run(hidden, mlp, blocks)
-    for key, v in r.items():
-        print(f"  {key:22s} {v:.4g}" if isinstance(v, float) else f"  {key:22s} {v}")
+    r = run(hidden, mlp, blocks, live=True)
     tag = "small" if a.small else "7B"
     summary.record(BENCH, f"pair relate per layer, factored vs dense SVD ({tag})", round(r["pair_ratio"], 1), "x",
                    ">= 100", r["pair_ratio"] >= 100,
