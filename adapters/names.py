@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 __all__ = ["ModuleName", "parse_module_path", "model_order_key", "sort_model_order", "common_prefix",
-           "short_names", "has_blocks", "block_label_key", "module_type_key"]
+           "short_names", "has_blocks", "block_label_key", "module_type_key", "in_model_order"]
 
 _KOHYA_PREFIXES = ("lora_unet_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_te_", "lora_transformer_",
                    "lycoris_", "lora_")
@@ -100,11 +100,44 @@ def parse_module_path(name: str) -> ModuleName:
     return ModuleName(name, int(parts[last]), sep.join(parts[:last + 1]), sep.join(parts[last + 1:]))
 
 
+# Containers inside a block: attention ones come first, MLP ones just before the MLP's projections.
+_COMPONENT_RANK = {**{t: float(i) for t, i in _MODULE_RANK.items()},
+                   **{t: -1.0 for t in ("self_attn", "attn", "attention", "self_attention", "SelfAttention", "self")},
+                   **{t: _MODULE_RANK["gate_proj"] - 0.5 for t in ("mlp", "feed_forward", "ffn", "block_sparse_moe")}}
+_MLP_OUT = ("c_proj", "dense", "out_proj", "proj_out", "o_proj")
+
+
+def _components(module: str) -> list[str]:
+    """The parts of a module type; kohya's underscore runs are re-split into known names
+    (``attn1_to_q`` -> ``attn1``, ``to_q``), longest match first."""
+    out = []
+    for part in module.split("."):
+        if part in _COMPONENT_RANK or "_" not in part:
+            out.append(part)
+            continue
+        toks, i = part.split("_"), 0
+        while i < len(toks):
+            n = next((n for n in range(min(4, len(toks) - i), 1, -1) if "_".join(toks[i:i + n]) in _COMPONENT_RANK), 1)
+            out.append("_".join(toks[i:i + n]))
+            i += n
+    return out
+
+
 def _module_rank(module: str) -> tuple:
-    toks = re.split(r"[._]", module)
-    leaf = module.rsplit(".", 1)[-1]
-    ranks = [_MODULE_RANK[t] for t in (module, leaf, *toks) if t in _MODULE_RANK]
-    return (min(ranks) if ranks else len(_MODULE_RANK), module)
+    """Sort key of a module type: its parts ranked one by one (container, then projection), then the name."""
+    unknown, comps = float(len(_MODULE_RANK)), _components(module)
+    in_mlp = bool(comps) and _COMPONENT_RANK.get(comps[0]) == _COMPONENT_RANK["mlp"]
+    ranks = [float(_MODULE_RANK["down_proj"]) if in_mlp and c in _MLP_OUT else _COMPONENT_RANK.get(c, unknown)
+             for c in comps]  # GPT-2's mlp.c_proj is the MLP's output, after mlp.c_fc
+    return (tuple(ranks), module)
+
+
+def _stage_rank(part: str) -> int:
+    """Rank of a UNet stage (down → mid → up); kohya runs such as ``mid_block_attentions`` count by
+    their leading stage name. -1 for anything else."""
+    if part in _STAGE_RANK:
+        return _STAGE_RANK[part]
+    return next((r for k, r in _STAGE_RANK.items() if part.startswith(k + "_")), -1)
 
 
 def model_order_key(name: str) -> tuple:
@@ -116,13 +149,19 @@ def model_order_key(name: str) -> tuple:
     if p.block_label is None:
         return (1, (), (len(_MODULE_RANK), name))
     parts, _ = _parts(p.block_label)
-    head = tuple((_STAGE_RANK.get(s, -1), 0, s) if not _NUM.match(s) else (0, int(s), "") for s in parts if s)
+    head = tuple((_stage_rank(s), 0, s) if not _NUM.match(s) else (0, int(s), "") for s in parts if s)
     return (0, head, _module_rank(p.module))
 
 
 def sort_model_order(names: Iterable[str]) -> list[str]:
     """``names`` in model order (see :func:`model_order_key`)."""
     return sorted(names, key=model_order_key)
+
+
+def in_model_order(names: Iterable[str]) -> list[str]:
+    """``names`` in model order for a loader: like :func:`sort_model_order`, except that names without a
+    block keep the order they were given in (a file's own order is the best guess for ``lin0, lin1, head``)."""
+    return sorted(names, key=lambda n: k if (k := model_order_key(n))[0] == 0 else (1,))
 
 
 def common_prefix(names: Sequence[str]) -> str:

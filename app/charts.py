@@ -17,6 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis.names import short_names as _short_names
+
 __all__ = [
     "esc", "short_names", "source_colors", "spectra_figure", "metric_by_layer_figure", "rank_measures_figure",
     "block_figure", "heatmaps_figure", "shared_zmax", "spy_figure", "norms_figure", "params_figure",
@@ -48,15 +50,13 @@ def esc(text: Any) -> str:
 
 
 def short_names(names: Sequence[str]) -> list[str]:
-    """Layer names with their common dotted prefix removed (``base_model.model.layers.0.q`` -> ``0.q``)."""
+    """Layer names with their common prefix removed (``analysis.names.short_names``), as a list; one name
+    alone keeps its last two components (``layers.0.q`` -> ``0.q``). Full names where stripping would merge two."""
     names = [str(n) for n in names]
     if len(names) < 2:
         return [n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1] if n.count(".") >= 2 else n for n in names]
-    parts = [n.split(".") for n in names]
-    k = 0
-    while all(len(p) > k + 1 for p in parts) and len({p[k] for p in parts}) == 1:
-        k += 1
-    out = [".".join(p[k:]) for p in parts]
+    short = _short_names(names)
+    out = [short[n] for n in names]
     return out if len(set(out)) == len(set(names)) else names
 
 
@@ -85,6 +85,12 @@ def empty_figure(message: str, title: str = "") -> go.Figure:
     return _style(fig, title, "", "", height=260)
 
 
+def _log_ticks(values: pd.Series) -> dict[str, Any]:
+    """One tick per decade when values span ≥ 2 decades, else plotly's 1-2-5 ticks (a narrow range keeps labels)."""
+    v = pd.to_numeric(values, errors="coerce").loc[lambda x: x > 0]
+    return {"dtick": 1} if len(v) and float(np.log10(v.max() / v.min())) >= 2 else {}
+
+
 def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", normalize: bool = False,
                    max_legend_layers: int = 12) -> go.Figure:
     """Singular values σ₁ ≥ σ₂ ≥ … of each layer's ΔW on a log axis.
@@ -100,6 +106,8 @@ def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", no
     by_source = "source" in spec.columns and spec["source"].nunique() > 1
     layers = list(dict.fromkeys(spec["layer"]))
     colors = source_colors(spec["source"]) if "source" in spec.columns else {}
+    if len(layers) > max_legend_layers:  # hundreds of layers: one gapped line per source, not a trace per layer
+        return __getattr__("spectra_many_figure")(spec, title, normalize, by_source, colors)
     fig = go.Figure()
     seen: set[str] = set()
     group_cols = ["source", "layer"] if "source" in spec.columns else ["layer"]
@@ -122,7 +130,7 @@ def spectra_figure(spec: pd.DataFrame, title: str = "Singular-value spectra", no
             legendgroup=name, showlegend=show, line=dict(color=color, width=1.6), marker=dict(size=5),
             hovertemplate=f"{who}{esc(layer)}<br>σ<sub>%{{x}}</sub> = %{{y:.4g}}<extra></extra>",
         ))
-    fig.update_yaxes(type="log", dtick=1, exponentformat="power")
+    fig.update_yaxes(type="log", exponentformat="power", **_log_ticks(spec["sigma"]))
     if spec["index"].max() <= 20:
         fig.update_xaxes(dtick=1)
     ylab = "σᵢ / σ₁ (log scale)" if normalize else "singular value σᵢ (log scale)"
@@ -137,8 +145,7 @@ def metric_by_layer_figure(table: pd.DataFrame, metric: str, title: str | None =
         return empty_figure(f"No values of {metric}.", title or "")
     layers = list(dict.fromkeys(table["layer"]))
     if len(layers) > max_layers:  # bars of hundreds of layers cannot be read: lines in model order
-        from .charts_map import source_lines_figure
-        return source_lines_figure(table, metric, title)
+        return __getattr__("source_lines_figure")(table, metric, title)
     short = dict(zip(layers, short_names(layers)))
     colors = source_colors(table["source"])
     fig = go.Figure()
@@ -163,8 +170,7 @@ def rank_measures_figure(table: pd.DataFrame, metrics: Sequence[str] = ("numeric
     if table.empty or not metrics:
         return empty_figure("No layers.", title)
     if table["layer"].nunique() > max_layers:
-        from .charts_map import depth_lines_figure
-        return depth_lines_figure(table, metrics, title)
+        return __getattr__("depth_lines_figure")(table, metrics, title)
     short = short_names(list(table["layer"]))
     fig = go.Figure()
     for i, m in enumerate(metrics):
@@ -381,13 +387,12 @@ def loss_figure(traj: pd.DataFrame, title: str = "Training loss") -> go.Figure:
 
 _MAP_EXPORTS = ("MAX_BAR_LAYERS", "MAP_MEASURES", "too_many_layers", "map_measures", "model_map_names", "shared_range",
                 "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
-                "model_maps_figure", "source_lines_figure")
+                "model_maps_figure", "source_lines_figure", "spectra_many_figure")
 
 
 def __getattr__(name: str) -> Any:
     """The model-map builders of ``app.charts_map``, re-exported lazily (that module imports this one)."""
-    if name in _MAP_EXPORTS:
-        from . import charts_map
-
-        return getattr(charts_map, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _MAP_EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import charts_map
+    return getattr(charts_map, name)

@@ -19,12 +19,12 @@ from plotly.subplots import make_subplots
 from analysis.names import (block_label_key, common_prefix, has_blocks, model_map, model_order_key, module_type_key,
                             names_frame, parse_module_path)
 
-from .charts import HEATMAP_SCALE, METRIC_LABELS, PALETTE, _style, empty_figure, esc
+from .charts import HEATMAP_SCALE, METRIC_LABELS, PALETTE, _log_ticks, _style, empty_figure, esc
 
 __all__ = ["MAX_BAR_LAYERS", "MAP_MEASURES", "MAP_SCALE", "too_many_layers", "map_measures", "model_map_names",
            "shared_range", "model_map_figure", "map_difference", "map_difference_figure", "depth_lines_figure",
            "block_figure", "tick_step", "source_lines_figure",
-           "model_maps_figure"]
+           "model_maps_figure", "spectra_many_figure"]
 
 MAX_BAR_LAYERS = 24  # above this, per-layer bars cannot be read: draw the model map or lines across depth
 MAP_SCALE = "Viridis"  # sequential, colour-blind safe; differences use charts.HEATMAP_SCALE (diverging)
@@ -274,6 +274,17 @@ def source_lines_figure(table: pd.DataFrame, metric: str, title: str | None = No
     fig = _style(fig, esc(title), f"layer in model order ({len(names)} layers; hover for the name)", esc(label),
                  legend="source")
     fig.update_xaxes(range=[-0.5, len(names) - 0.5])
+    if has_blocks(names):  # ticks at the first layer of each block, labelled with the block
+        starts: dict[str, int] = {}
+        for i, n in enumerate(names):
+            lab = parse_module_path(n).block_label
+            if lab is not None:
+                starts.setdefault(lab, i)
+        pre = common_prefix(list(starts))
+        labs = list(starts)[::tick_step(len(starts), 33)]
+        fig.update_xaxes(tickmode="array", tickvals=[starts[lab] for lab in labs],
+                         ticktext=[esc(lab[len(pre):] or lab) for lab in labs],
+                         title_text=f"block (model order; {len(names)} layers, hover for the name)")
     return fig
 
 
@@ -325,10 +336,10 @@ def model_maps_figure(panels: Sequence[tuple[str, pd.DataFrame]], measures: Sequ
     lo, hi = shared_range(grids[m0])
     height = max(_map_height(max(len(g) for g in grids[m0])) * rows, 360)
     layout = dict(coloraxis=dict(colorscale=MAP_SCALE, cmin=lo, cmax=hi,
-                                 colorbar=dict(title=dict(text=esc(_label(m0))), thickness=14, x=1.02)))
+                                 colorbar=dict(title=dict(text=esc(_label(m0)), side="right"), thickness=14, x=1.02)))
     if diff:
         layout["coloraxis2"] = dict(colorscale=HEATMAP_SCALE, cmin=-z, cmax=z, cmid=0,
-                                    colorbar=dict(title=dict(text="difference"), thickness=14, x=1.14))
+                                    colorbar=dict(title=dict(text="difference", side="right"), thickness=14, x=1.12))
     buttons = []
     for m in measures:
         zs = [g.to_numpy(float) for g in grids[m]]
@@ -342,11 +353,40 @@ def model_maps_figure(panels: Sequence[tuple[str, pd.DataFrame]], measures: Sequ
             upd.update({"coloraxis2.cmin": -z, "coloraxis2.cmax": z})
         buttons.append(dict(label=esc(_label(m)), method="update",
                             args=[{"z": [z_.tolist() for z_ in zs], "hovertemplate": temps}, upd]))
-    layout["updatemenus"] = [dict(type="dropdown", buttons=buttons, active=0, x=0, xanchor="left", y=1.0,
-                                  yanchor="bottom", pad=dict(b=36, t=0), showactive=True)] if len(buttons) > 1 else []
+    top, bottom = 150, 30
+    plot_h = max(1, height - top - bottom)
+    # the measure menu: right-aligned under the modebar, above the subplot captions and module ticks
+    layout["updatemenus"] = [dict(type="dropdown", buttons=buttons, active=0, x=1, xanchor="right",
+                                  y=1 + (top - 36) / plot_h, yanchor="top", showactive=True,
+                                  bgcolor="#ffffff", bordercolor="#999999")] if len(buttons) > 1 else []
     fig.update_layout(**layout)
     fig = _style(fig, esc(title), "", "", height=height)
-    fig.update_layout(margin=dict(l=80, r=140 if diff else 60, t=170, b=30))
+    fig.update_layout(margin=dict(l=80, r=140 if diff else 60, t=top, b=bottom),
+                      title=dict(y=1 - 14 / height, yanchor="top"))
     for ann in fig.layout.annotations:  # subplot captions above the module ticks
         ann.update(yshift=58, font=dict(size=12))
     return fig
+
+
+def spectra_many_figure(spec: pd.DataFrame, title: str, normalize: bool, by_source: bool, colors: dict) -> go.Figure:
+    """``charts.spectra_figure`` for many layers: per source ONE trace, layers separated by gaps (hover names the layer)."""
+    fig = go.Figure()
+    groups = spec.groupby("source", sort=False) if "source" in spec.columns else [(None, spec)]
+    for src, g in groups:
+        xs, ys, names = [], [], []
+        for layer, lg in g.groupby("layer", sort=False):
+            y = lg["sigma"].to_numpy(float)
+            xs += [*lg["index"].tolist(), None]
+            ys += [*(y / y.max() if normalize else y).tolist(), None]
+            names += [esc(layer)] * len(lg) + [""]
+        who = f"{esc(src)}<br>" if src is not None else ""
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, customdata=names, mode="lines", connectgaps=False,
+            name=esc(src) if by_source else "one line per layer", showlegend=True,
+            line=dict(color=colors.get(src, PALETTE[0]) if by_source else "rgba(0,114,178,0.35)", width=1.2),
+            hovertemplate=f"{who}%{{customdata}}<br>σ<sub>%{{x}}</sub> = %{{y:.4g}}<extra></extra>"))
+    fig.update_yaxes(type="log", exponentformat="power", **_log_ticks(spec["sigma"]))
+    if spec["index"].max() <= 20:
+        fig.update_xaxes(dtick=1)
+    ylab = "σᵢ / σ₁ (log scale)" if normalize else "singular value σᵢ (log scale)"
+    return _style(fig, title, "index i (largest singular value first)", ylab, legend="source" if by_source else "layer")

@@ -52,11 +52,13 @@ def load_deltaset(path: str):
 def _summary(path: str, key: Key) -> dict[str, Any]:
     ds = _deltaset(path, key)
     return {"method": ds.method, "format": ds.format, "n_layers": len(ds), "n_params": ds.n_params,
-            "warnings": list(ds.warnings), "size_bytes": key[1]}
+            "warnings": list(ds.warnings), "size_bytes": key[1],
+            "base_used": ds.config.get("base_model_used")}  # the base found by itself (docs/hub.md)
 
 
 def source_summary(path: str) -> dict[str, Any]:
-    """method, format, n_layers, n_params, warnings, size_bytes of one checkpoint."""
+    """method, format, n_layers, n_params, warnings, size_bytes, base_used (None or the base model found by
+    itself from adapter_config.json: field, name, resolved) of one checkpoint."""
     return _summary(path, fingerprint(path))
 
 

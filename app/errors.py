@@ -16,9 +16,18 @@ class UserError(Exception):
         super().__init__(f"{self.path}: {self.reason}")
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls (newline, tab and CR included), DEL, line/paragraph separators, bidi marks and overrides
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
 
 
 def clean_terminal(text: object) -> str:
-    """``text`` with terminal control characters (ESC sequences, C0/C1, bidi overrides) removed."""
-    return _CONTROL.sub("", str(text))
+    """``text`` as one inert terminal line: every control character (ESC sequences, C0/C1, newline, tab,
+    CR, bidi overrides) is shown as a visible escape (``\\x1b``, ``\\n``, ``\\u202e``), never acted on.
+    Apply it to each name or path the CLI prints, not to a whole multi-line message."""
+    return _CONTROL.sub(_escape, str(text))

@@ -68,6 +68,15 @@ def observed_keep(traj: pd.DataFrame | None, source: str) -> pd.DataFrame:
     return pd.DataFrame(columns=cols)
 
 
+def _total_params(ds, table: pd.DataFrame) -> int | None:
+    """Σ n_params from the per-layer table when it has one row per layer of ``ds`` (None if any is
+    unknown); else ``ds.n_params`` (which loads every layer once more)."""
+    if "n_params" in table.columns and len(table) == len(ds):
+        col = pd.to_numeric(table["n_params"], errors="coerce")
+        return int(col.sum()) if col.notna().all() else None
+    return ds.n_params
+
+
 def summary_row(label: str, ds, table: pd.DataFrame) -> dict[str, Any]:
     """One source's headline numbers from its rank table (method, format, parameters, ranks, sparsity, norms)."""
     def stat(col: str, fn: str) -> float | None:
@@ -78,7 +87,7 @@ def summary_row(label: str, ds, table: pd.DataFrame) -> dict[str, Any]:
 
     return {
         "source": label, "method": ds.method, "format": ds.format, "layers": len(table),
-        "n_params": ds.n_params if ds.n_params is not None else None,
+        "n_params": _total_params(ds, table),
         "mean_effective_rank": stat("effective_rank", "mean"), "median_effective_rank": stat("effective_rank", "median"),
         "mean_stable_rank": stat("stable_rank", "mean"), "mean_sparsity": stat("sparsity", "mean"),
         "total_fro_norm": float(np.sqrt((pd.to_numeric(table["fro_norm"]) ** 2).sum())) if "fro_norm" in table else None,

@@ -1,4 +1,4 @@
-"""The shared sidebar source library: samples, uploads, a local path and adapters trained here.
+"""The shared sidebar source library: samples, uploads, a local path or Hub repo, and adapters trained here.
 
 State lives only in ``st.session_state`` (per browser session): ``sources`` (label -> Source),
 ``active`` (labels shown by the pages) and a per-session temporary folder for uploads and trained
@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
 
 from . import data
+from .access import PathPolicy, check_allowed, current_policy, forwarded
 from .errors import UserError
+from .leftovers import session_prefix, sweep_stale_sessions
 from .sources import Source, sample_sources, save_upload, unique_label
 from .ui import USER_ERRORS, error_text, md
 
-__all__ = ["render_library", "add_source", "default_active", "session_dir", "upload_limit_mb"]
+__all__ = ["render_library", "add_source", "add_spec", "default_active", "session_dir", "upload_limit_mb"]
 
 DEFAULT_ACTIVE = 5
 
@@ -37,15 +40,32 @@ def default_active(labels: list[str]) -> list[str]:
 
 
 def upload_limit_mb() -> int:
-    """``server.maxUploadSize`` (MB per file) as set in .streamlit/config.toml."""
+    """``server.maxUploadSize`` (MB per file): ``rankscope app --max-upload-mb``, else .streamlit/config.toml."""
     return int(st.get_option("server.maxUploadSize"))
+
+
+def path_policy() -> PathPolicy:
+    """The path rule for this request: the server's (``app.access``), stricter when it came through a
+    reverse proxy (then the server is exposed even when bound to 127.0.0.1)."""
+    policy = current_policy()
+    try:
+        headers = st.context.headers
+    except Exception:  # noqa: BLE001 - no request context
+        return policy
+    return policy.via_proxy() if forwarded(headers) else policy
+
+
+@st.cache_resource(show_spinner=False)
+def _sweep_once() -> int:
+    """At this server's start (first session), remove session folders of servers that were killed."""
+    return len(sweep_stale_sessions())
 
 
 def session_dir() -> Path:
     """This session's private temporary folder (created on first use)."""
     tmp = st.session_state.get("_tmpdir")
     if tmp is None or not os.path.isdir(tmp.name):
-        tmp = tempfile.TemporaryDirectory(prefix="rankscope-session-")
+        tmp = tempfile.TemporaryDirectory(prefix=session_prefix())
         st.session_state["_tmpdir"] = tmp
     return Path(tmp.name)
 
@@ -67,11 +87,46 @@ def add_source(path: str | os.PathLike, origin: str, label: str | None = None, a
     return src
 
 
-def _init(samples: Path) -> None:
+def _init(samples: Path, opened: Sequence[str] = ()) -> None:
     if "sources" in st.session_state:
         return
     st.session_state["sources"] = {s.label: s for s in sample_sources(samples)}
     st.session_state["active"] = default_active(list(st.session_state["sources"]))
+    msgs = []
+    for spec in opened:  # `rankscope app PATH...`: shown first, active
+        try:
+            src = add_spec(spec, operator=True)
+            msgs.append(("success", f"Added {src.label}"))
+        except USER_ERRORS as e:
+            msgs.append(("error", f"Could not add {spec} — {error_text(e)}"))
+    if opened:
+        st.session_state["_library_msgs"] = msgs
+        _apply_pending()
+
+
+def add_spec(spec: str, policy: PathPolicy | None = None, operator: bool = False) -> Source:
+    """A local file or folder (it wins), else a Hugging Face repo id read from the cache or downloaded
+    (``org/name``, ``org/name@rev``, ``org/name/subfolder``, ``hf://...``; see docs/hub.md).
+
+    Local paths obey ``app.access.check_allowed`` (docs/deployment.md). On an exposed server a visitor's
+    repo ids are refused too (they would make the server download); ``operator``: named on the
+    ``rankscope app`` command line, so its repo ids are read."""
+    from adapters.formats.hub import is_repo_id, parse_repo_id, resolve_source
+
+    policy = path_policy() if policy is None else policy
+    p = Path(spec).expanduser()
+    if p.exists() or (policy.exposed and not operator):  # exposed: one answer whether or not it exists
+        try:
+            return add_source(check_allowed(spec, policy), "path")
+        except UserError as e:
+            if parse_repo_id(spec) is None or p.exists():
+                raise
+            raise UserError(spec, f"{e.reason}; Hugging Face repo ids are off on a server reachable from other "
+                                  "machines (its operator can name them on the `rankscope app` command line)") from None
+    if not is_repo_id(spec):
+        raise UserError(spec, "no such file or folder (nor a Hugging Face repo id such as org/name)")
+    with st.spinner(f"Reading {spec} from the Hugging Face cache (downloading what is missing)…"):
+        return add_source(resolve_source(spec), "hub", label=spec)
 
 
 def _apply_pending() -> None:
@@ -91,7 +146,7 @@ def _handle_uploads(files) -> None:
     st.session_state["_done_batches"].add(batch)
     msgs = []
     try:
-        paths = save_upload([(f.name, f.getvalue()) for f in files], session_dir() / "uploads",
+        paths = save_upload([(f.name, f) for f in files], session_dir() / "uploads",
                             max_total_bytes=4 * upload_limit_mb() * 2**20)
         for p in paths:
             msgs.append(("success", f"Added {add_source(p, 'upload').label}"))
@@ -104,35 +159,43 @@ def _handle_uploads(files) -> None:
 
 
 def _handle_path(path: str) -> None:
-    p = Path(path).expanduser()
     try:
-        if not p.exists():
-            raise UserError(path, "no such file or folder")
-        src = add_source(p.resolve(), "path")
+        src = add_spec(path)  # local paths: check_allowed (refused outside --allow-dir on an exposed server)
         st.session_state["_library_msgs"] = [("success", f"Added {src.label}")]
     except USER_ERRORS as e:
         st.session_state["_library_msgs"] = [("error", f"Could not add the path — {error_text(e)}")]
 
 
-def render_library(samples: Path) -> None:
-    """Draw the sidebar library and keep ``st.session_state['active']`` up to date."""
-    _init(samples)
+def render_library(samples: Path, opened: Sequence[str] = ()) -> None:
+    """Draw the sidebar library and keep ``st.session_state['active']`` up to date (``opened``: sources
+    named on the ``rankscope app`` command line, added on the session's first run)."""
+    _sweep_once()
+    _init(samples, opened)
     sb = st.sidebar
     sb.header("Source library")
     for kind, msg in st.session_state.pop("_library_msgs", []):
         (sb.success if kind == "success" else sb.error)(md(msg))
     limit = upload_limit_mb()
+    policy = path_policy()
     files = sb.file_uploader(
         f"Upload a checkpoint (up to {limit} MB per file)", accept_multiple_files=True,
         key=f"uploader_{st.session_state.get('_uploader_n', 0)}",
         help="A single .safetensors file; a PEFT folder as its files (adapter_config.json and "
              "adapter_model.safetensors, selected together); or a .zip of a folder. "
-             f"The limit of {limit} MB per file is server.maxUploadSize in .streamlit/config.toml. "
-             "Larger files: use a local path below.",
+             f"The limit of {limit} MB per file is set by `rankscope app --max-upload-mb N`.",
     )
+    sb.caption(f"Larger than {limit} MB? Restart the workbench with `rankscope app --max-upload-mb N`"
+               + (", or add a local path below." if policy.paths_enabled else "."))
     _handle_uploads(files or [])
-    path = sb.text_input("…or a local file or folder path", placeholder="/path/to/adapter", key="_path_input")
-    if sb.button("Add path") and path.strip():
+    path = sb.text_input("…or a local path or a Hugging Face repo", placeholder="/path/to/adapter or org/name",
+                         key="_path_input", help="A file or folder on this machine, or a Hub repo id: org/name, "
+                         "org/name@revision, org/name/subfolder. Repos are read from the Hugging Face cache "
+                         "(HF_HUB_CACHE) and only missing adapter files are downloaded (none with HF_HUB_OFFLINE=1).",
+                         disabled=not policy.paths_enabled)
+    if policy.exposed or policy.allow_dirs:
+        hub = "; Hugging Face repo ids: off (only those on the command line)" if policy.exposed else ""
+        sb.caption(md(policy.describe() + hub))
+    if sb.button("Add path", disabled=not policy.paths_enabled) and path.strip():
         _handle_path(path.strip())
         st.rerun()
     _apply_pending()

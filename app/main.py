@@ -30,6 +30,14 @@ def _samples_dir() -> Path:
     return Path(args.samples)
 
 
+def _opened() -> list[str]:
+    """Sources named on the command line (``--open``, repeatable) or in ``RANKSCOPE_OPEN`` (one per line)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--open", action="append", default=[])
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return [x for x in os.environ.get("RANKSCOPE_OPEN", "").splitlines() if x.strip()] + list(args.open)
+
+
 st.set_page_config(page_title="RankScope", page_icon=":material/straighten:", layout="wide")
 PAGES = {
     "Analyse": [
@@ -48,7 +56,7 @@ PAGES = {
 nav = st.navigation(PAGES)
 st.sidebar.caption("RankScope — the rank and sparsity of parameter-efficient fine-tuning updates.")
 try:
-    render_library(_samples_dir())
+    render_library(_samples_dir(), _opened())
     nav.run()
 except Exception as e:  # noqa: BLE001 - last line of defence: the reason, never a traceback
     st.error(md(f"Something went wrong: {error_text(e)}"), icon=":material/error:")

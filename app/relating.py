@@ -54,8 +54,8 @@ def open_inputs(a: str, b: str | None = None, base: str | None = None, layer: st
     from adapters.formats import load
     from adapters.formats.basemodel import as_base
 
-    for p in (a, b, base):
-        _exists(p)
+    for p in (a, b):
+        _exists(p)  # a missing base is reported by as_base (it may be a Hub repo id)
     if b is None and base is None:
         raise UserError(a, "relate needs a second checkpoint B or --base BASE")
     inp = RelateInputs(a, load(a, base=base), b, load(b, base=base) if b is not None else None, base,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
 import json
 import math
 import os
@@ -31,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from adapters.formats.csvsafe import csv_text
 
 from . import charts, frames
 
@@ -128,6 +129,9 @@ def build_report(sources: Sequence[ReportSource], options: dict[str, Any] | None
         obj = dict(contract_view(full))
         obj["label"] = s.label
         obj["provenance"] = {"files": file_digests(s.path), "format": s.deltas.format}
+        for key, field in (("hub", "hub_source"), ("base", "base_model_used")):  # docs/hub.md
+            if isinstance(s.deltas.config.get(field), dict):
+                obj["provenance"][key] = s.deltas.config[field]
         objs.append(obj)
         tables.append(table)
         summaries.append(frames.summary_row(s.label, s.deltas, table))
@@ -200,9 +204,8 @@ def report_csv(rep: Report) -> str:
     """One row per (source, layer) with the inspect columns (``CSV_COLUMNS``)."""
     frames_ = [_table_from_inspect(o).assign(source=o["label"]) for o in rep.sources]
     df = pd.concat(frames_, ignore_index=True)[CSV_COLUMNS]
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue()
+    return csv_text(df)  # text cells that a spreadsheet would run as formulas get a leading '
+
 
 
 def safe_json_for_html(obj: Any) -> str:
@@ -252,10 +255,21 @@ def _provenance_html(rep: Report) -> str:
             rows.append(f"<tr><td>{html.escape(str(o['label']))}</td><td>{html.escape(str(f['name']))}</td>"
                         f"<td class='num'>{_num(f['size_bytes'], ',d')}</td><td class='mono'>{html.escape(str(f['sha256']))}</td>"
                         f"<td>{html.escape(str(o.get('format')))}</td></tr>")
+    notes = []
+    for o in rep.sources:
+        hub, base = o["provenance"].get("hub"), o["provenance"].get("base")
+        if hub:
+            notes.append(f"{o['label']}: Hugging Face repo {hub.get('repo')} at {hub.get('revision')} "
+                         f"(commit {hub.get('commit')}){' / ' + str(hub['subfolder']) if hub.get('subfolder') else ''}")
+        if base:
+            notes.append(f"{o['label']}: base model W0 found by itself from adapter_config.json "
+                         f"{base.get('field')} = {base.get('name')!r}: {base.get('resolved')}")
+    extra = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     opts = html.escape(json.dumps(_clean(rep.options), indent=2, ensure_ascii=False))
     return (f"<p>RankScope {html.escape(rep.version)} · created {html.escape(rep.created)}</p>"
             "<table><thead><tr><th>Source</th><th>File</th><th>Size (bytes)</th><th>SHA-256</th><th>Format</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table><h3>Options</h3><pre>{opts}</pre>")
+            f"<tbody>{''.join(rows)}</tbody></table>{'<ul>' + extra + '</ul>' if extra else ''}"
+            f"<h3>Options</h3><pre>{opts}</pre>")
 
 
 def _figures(rep: Report) -> list[tuple[str, str, Any]]:
@@ -275,9 +289,9 @@ def _figures(rep: Report) -> list[tuple[str, str, Any]]:
     ]
     if rep.heatmaps:
         zmax = charts.shared_zmax([g for _, panels in rep.heatmaps for _, g in panels])
-        for layer, panels in rep.heatmaps:
+        for i, (layer, panels) in enumerate(rep.heatmaps):
             out.append((f"ΔW heatmap: {layer}", "Downsampled: each cell shows the largest-magnitude entry of its block. "
-                        "All heatmaps in this report share one colour scale. " + rep.heatmap_note,
+                        "All heatmaps in this report share one colour scale." + (" " + rep.heatmap_note if i == 0 else ""),
                         charts.heatmaps_figure(panels, title=f"ΔW of {layer}", zmax=zmax, cols=min(3, len(panels)))))
     if rep.monte_carlo is not None:
         out.append(("Proposition 1 (RoseLoRA): sparsity of B·A", "Lower bound, random-support expectation and a Monte "

@@ -13,10 +13,14 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Union
 
+from .access import check_allowed  # noqa: F401 - every path entry point calls this one check
 from .errors import UserError
 
-__all__ = ["Source", "fingerprint", "unique_label", "sample_sources", "save_upload", "WEIGHT_SUFFIXES"]
+__all__ = ["Source", "fingerprint", "unique_label", "sample_sources", "save_upload", "check_allowed", "WEIGHT_SUFFIXES"]
+
+Upload = Union[bytes, BinaryIO]  # the uploaded bytes, or a readable file object (streamed, never copied whole)
 
 WEIGHT_SUFFIXES = (".safetensors",)
 CONFIG_NAMES = ("adapter_config.json",)
@@ -107,7 +111,17 @@ def _zip_root(folder: Path) -> Path:
         return p
 
 
-def save_upload(files: Sequence[tuple[str, bytes]], dest: str | os.PathLike, max_total_bytes: int) -> list[Path]:
+def _write(target: Path, data: Upload) -> None:
+    """Write an upload to ``target`` in 1 MiB chunks (a file object is streamed, not read whole)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        target.write_bytes(data)
+        return
+    data.seek(0)
+    with open(target, "wb") as f:
+        shutil.copyfileobj(data, f, 2**20)
+
+
+def save_upload(files: Sequence[tuple[str, Upload]], dest: str | os.PathLike, max_total_bytes: int) -> list[Path]:
     """Write one batch of uploaded files into ``dest`` and return the checkpoint paths it makes.
 
     - each ``.zip`` becomes a folder of its own (safely extracted);
@@ -125,7 +139,7 @@ def save_upload(files: Sequence[tuple[str, bytes]], dest: str | os.PathLike, max
 
         folder = _next_dir(dest, _safe_name(name)[:-4] or "archive")
         archive = folder.with_name(folder.name + ".zip")
-        archive.write_bytes(data)
+        _write(archive, data)
         try:
             extract_zip(archive, folder, max_total=max_total_bytes)
         except BaseException:
@@ -142,7 +156,7 @@ def save_upload(files: Sequence[tuple[str, bytes]], dest: str | os.PathLike, max
             raise UserError("adapter_config.json", "a PEFT folder needs its weights file (adapter_model.safetensors) uploaded together with adapter_config.json")
         folder = _next_dir(dest, "peft-adapter")
         for (_, data), name in zip(rest, names):
-            (folder / name).write_bytes(data)
+            _write(folder / name, data)
         out.append(folder)
         return out
     for name, data in rest:
@@ -150,6 +164,6 @@ def save_upload(files: Sequence[tuple[str, bytes]], dest: str | os.PathLike, max
         if not safe.endswith(WEIGHT_SUFFIXES):
             raise UserError(name, "not a checkpoint: upload a .safetensors file, a PEFT folder (adapter_config.json + adapter_model.safetensors) or a .zip of one")
         target = _next_dir(dest, "file") / safe
-        target.write_bytes(data)
+        _write(target, data)
         out.append(target)
     return out

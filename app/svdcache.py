@@ -44,8 +44,13 @@ def _sha256(path: Path) -> str:
 
 
 def base_digest(base: str | os.PathLike, root: Path | None = None) -> str:
-    """SHA-256 over the base's weight files (their digests, in order), remembered by path+size+mtime."""
+    """SHA-256 over the base's weight files (their digests, in order), remembered by path+size+mtime.
+
+    A Hub repo id (no such local path) is keyed by the id itself (pin a revision, ``org/name@rev``, so the
+    key names fixed content)."""
     root = root or cache_root()
+    if not Path(base).exists():
+        return hashlib.sha256(f"hub:{base}".encode()).hexdigest()
     index_path = root / "hashes.json"
     try:
         index = json.loads(index_path.read_text())

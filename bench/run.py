@@ -1,6 +1,6 @@
 """``make bench``: run every benchmark, one after the other, and print one summary table.
 
-    python -m bench.run [--small] [--only inspect_scale,train_step,claims,app_pages] [--threads N]
+    python -m bench.run [--small] [--only inspect_scale,train_step,claims,app_pages,report_scale] [--threads N]
 
 Each benchmark (``bench.inspect_scale``, ``bench.train_step``, ``bench.claims``, ``bench.app_pages``: a module with
 ``main(argv) -> int``) runs in its own Python process, so one benchmark's memory high-water mark
@@ -28,7 +28,7 @@ from bench.timing import machine_description
 
 __all__ = ["BENCHMARKS", "main"]
 
-BENCHMARKS = ("inspect_scale", "train_step", "claims", "app_pages", "report_scale", "relations_scale")
+BENCHMARKS = ("inspect_scale", "train_step", "claims", "app_pages", "hub_base", "report_scale", "relations_scale")
 IMPORT_ERROR = 3  # exit status of a child whose benchmark module failed to import
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 15 * 60

@@ -38,5 +38,7 @@ def test_console_entry_point_runs() -> None:
     assert out.returncode == 0 and "inspect" in out.stdout
 
 
-def test_clean_terminal_strips_controls() -> None:
-    assert clean_terminal("a\x1b]0;pwned\x07b\u202ec\td\n") == "a]0;pwnedbc\td\n"
+def test_clean_terminal_escapes_controls() -> None:
+    assert clean_terminal("a\x1b]0;pwned\x07b\u202ec\td\n") == "a\\x1b]0;pwned\\x07b\\u202ec\\td\\n"
+    assert clean_terminal("x\ry\x9b31m\u2028z\x00") == "x\\ry\\x9b31m\\u2028z\\x00"
+    assert clean_terminal("model.layers.0.q_proj é 中") == "model.layers.0.q_proj é 中"  # printable text untouched

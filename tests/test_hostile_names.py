@@ -1,5 +1,6 @@
-"""Hostile layer names from files are shown as text everywhere: CLI output loses terminal control
-characters (and keeps the rest of the name), HTML never receives live markup."""
+"""Hostile layer names from files are shown as text everywhere: CLI output shows terminal control
+characters (newlines and tabs too) as visible escapes and keeps the rest of the name; HTML never
+receives live markup."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ HOSTILE_NAMES = [
     "\u202eevil\u2066txt",                   # bidi override
     "\x9b31mc1",                             # 8-bit CSI
     'quote"\'&amp;',
+    "two\nlines\tand\x0btabs",               # a newline would forge an output line
 ]
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# anything but the newline that ends each output line
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 def hostile_checkpoint(path) -> DeltaSet:
@@ -41,7 +44,9 @@ def test_cli_export_strips_control_characters_and_keeps_the_names(tmp_path, caps
     assert code == 0, cap.err
     assert not CONTROL.search(cap.out + cap.err), repr(CONTROL.search(cap.out + cap.err))
     assert "<script>alert(1)</script>" in cap.out
-    assert "red" in cap.out and "]0;pwnedtitle" in cap.out  # what remains is inert text
+    assert "\\x1b]0;pwned\\x07title" in cap.out  # shown escaped, as inert text
+    assert "two\\nlines\\tand\\x0btabs" in cap.out and not any(ln.startswith("lines") for ln in cap.out.splitlines())
+    assert sum("NaN" in ln for ln in cap.out.splitlines()) == 0 and len(cap.out.splitlines()) == len(HOSTILE_NAMES) + 2
 
 
 def test_cli_error_paths_strip_control_characters(tmp_path, capsys) -> None:
@@ -66,7 +71,8 @@ def test_other_commands_strip_control_characters(tmp_path, capsys, command) -> N
 
         assert HOSTILE_NAMES[0] in [layer["layer"] for layer in json.loads(cap.out)["layers"]]
     elif command[0] == "inspect":
-        assert "<script>alert(1)</script>" in cap.out
+        assert "<script>alert(1)</script>" in cap.out and "two\\nlines\\tand\\x0btabs" in cap.out
+        assert not any(ln.startswith("lines") for ln in cap.out.splitlines())
 
 
 def test_report_html_escapes_every_hostile_name(tmp_path) -> None:

@@ -85,7 +85,7 @@ def test_human_table_and_totals_are_terminal_safe(tmp_path, capsys) -> None:
     p = save_native(tmp_path / "e.safetensors", DeltaSet([evil]))
     assert cli.main(["inspect", str(p)]) == 0
     out = capsys.readouterr().out
-    assert "\x1b" not in out and "\u202e" not in out and "model.[31mq" in out
+    assert "\x1b" not in out and "\u202e" not in out and "model.\\x1b[31mq\\u202e" in out
     assert "1 layers, 7 trainable parameters" in out and "stable" in out
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..delta import CheckpointError, DeltaSet
+from .hub import is_repo_id, resolve_source
 from .native import load_native, save_native
 
-__all__ = ["load", "load_native", "save_native", "list_adapters", "CheckpointError"]
+__all__ = ["load", "load_native", "save_native", "list_adapters", "resolve_source", "is_repo_id", "base_note",
+           "CheckpointError"]
 
 
 def list_adapters(path: str | os.PathLike) -> list[str]:
@@ -33,10 +35,14 @@ def load(path: str | os.PathLike, base: Any = None, *, adapter: str | None = Non
     """The ``DeltaSet`` held by ``path`` (a folder, a ``.safetensors`` / weights-only torch file, or a ``.zip``).
 
     Args:
-        path: what to read; its kind is sniffed from names, headers and keys.
-        base: the base model (path, state dict or ``nn.Module``) for formats whose ΔW depends on W0
+        path: what to read; its kind is sniffed from names, headers and keys. A Hugging Face Hub repo id
+            (``org/name``, ``org/name@rev``, ``org/name/subfolder``, ``hf://...``) is read from the local
+            cache, or downloaded into it (``hub.resolve``); a local path of the same spelling wins.
+        base: the base model (path, Hub repo id, state dict or ``nn.Module``) for formats whose ΔW depends on W0
             (DoRA, IA3, OFT), on base shapes (VeRA, SHiRA, FourierFT...), to name kohya modules,
-            and for full fine-tune diffs (``path`` is then the tuned model).
+            and for full fine-tune diffs (``path`` is then the tuned model). When a PEFT adapter needs
+            W0 and ``base`` is None, its config's ``base_model_name_or_path`` is used (``hub_base``), and
+            ``config["base_model_used"]`` says which.
         adapter: which adapter of a multi-adapter PEFT folder.
         check: build every layer once while loading (one at a time) so that broken modules and
             NaN/Inf values are reported in ``DeltaSet.warnings`` up front.
@@ -45,8 +51,15 @@ def load(path: str | os.PathLike, base: Any = None, *, adapter: str | None = Non
         CheckpointError: ``path`` (or ``base``) cannot be read; the reason names the problem.
     """
     from .basemodel import as_base
+    from .hub import resolve
     from .sniff import sniff
 
+    src = resolve(path)  # a local path as it is; a Hub repo id -> its files in the local cache
+    if src.spec is not None:
+        ds = load(src.path, base, adapter=adapter, check=check)
+        ds.source = str(path)
+        ds.config["hub_source"] = src.describe()
+        return ds
     s = sniff(path)
     bw = as_base(base)
     if s.kind == "zip":
@@ -73,6 +86,15 @@ def load(path: str | os.PathLike, base: Any = None, *, adapter: str | None = Non
     from .diff import load_diff
 
     return load_diff(s.path, s.tensors, bw, check=check)
+
+
+def base_note(ds: DeltaSet) -> str | None:
+    """One line saying which base model was found by itself (None when ``base`` was given or not needed)."""
+    used = ds.config.get("base_model_used")
+    if not isinstance(used, dict):
+        return None
+    return (f"no --base given: W0 read from the base named by adapter_config.json "
+            f"{used.get('field')} = {used.get('name')!r}: {used.get('resolved')}")
 
 
 def _load_peft_file(s: Any, bw: Any, check: bool) -> DeltaSet:

@@ -1,6 +1,6 @@
 """The base model's weights W0, looked up by module path, read lazily.
 
-``base`` may be a path (a ``.safetensors`` or weights-only torch file, or a folder holding
+``base`` may be a Hub repo id (``org/name[@rev]``, see ``hub_base``), a path (a ``.safetensors`` or weights-only torch file, or a folder holding
 ``model.safetensors``, sharded ``model-*.safetensors`` or ``pytorch_model.bin``), a ``{key: Tensor}``
 state dict, or an ``nn.Module``. ``weight("model.layers.0.q_proj")`` finds ``<path>.weight`` exactly,
 or by a unique suffix match when the state dict carries an extra prefix (``model.``, ``transformer.``).
@@ -84,6 +84,12 @@ def as_base(base: Any) -> BaseWeights | None:
     if isinstance(base, (str, os.PathLike)):
         p = Path(base)
         if not p.exists():
+            from .hub import parse_repo_id
+
+            if parse_repo_id(str(base)) is not None:  # a Hub repo id: W0 read shard by shard from the cache
+                from .hub_base import hub_base
+
+                return hub_base(str(base))
             raise CheckpointError(p, "base model: no such file or folder")
         paths = _folder_files(p) if p.is_dir() else [p]
         return BaseWeights([open_tensor_file(x) for x in paths], str(p))

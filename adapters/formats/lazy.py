@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..delta import CheckpointError, DeltaError, DeltaSet, LayerDelta
-from ..names import sort_model_order
+from ..names import in_model_order
 
 __all__ = ["ModuleProblem", "MODULE_FAULTS", "finish"]
 
@@ -54,7 +54,7 @@ def finish(
     check: bool = True,
 ) -> DeltaSet:
     """A lazy ``DeltaSet`` in model order (``layers.2`` before ``layers.10``; q, k, v, o, gate, up, down
-    within a block: ``adapters.names.sort_model_order``), whatever order the file lists its keys in;
+    within a block: ``adapters.names.in_model_order``), whatever order the file lists its keys in;
     with ``check`` every layer is built once and faulty ones are dropped.
 
     Dropped modules and modules holding NaN/Inf (kept, flagged ``nonfinite``) are described in
@@ -62,7 +62,7 @@ def finish(
     """
     warns = list(warnings or [])
     kept: dict[str, Callable[[], LayerDelta]] = {}
-    for name in sort_model_order(layers):
+    for name in in_model_order(layers):
         loader = layers[name]
         if check:
             try:

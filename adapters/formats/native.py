@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..base import AdapterLinear
 from ..delta import CheckpointError, DeltaError, DeltaSet, LayerDelta, LowRank, SparsePart
+from ..names import in_model_order
 from ..registry import METHODS, make_config
 from .atomic import save_safetensors
 from .safetensors_check import SafetensorsHeader, TensorInfo, check_safetensors
@@ -237,7 +238,8 @@ def _layer_loader(path: str, i: int, e: dict[str, Any]):
 
 
 def load_native(path: str | os.PathLike) -> DeltaSet:
-    """A lazy ``DeltaSet`` over a RankScope file (each layer is read when first asked for).
+    """A lazy ``DeltaSet`` over a RankScope file (each layer is read when first asked for), layers in
+    model order (``adapters.names.in_model_order``).
 
     Every layer's structure is checked against the validated header up front; a layer that does not
     fit (missing tensor, wrong shape or dtype, bad manifest entry) becomes a warning on the set and
@@ -258,6 +260,7 @@ def load_native(path: str | os.PathLike) -> DeltaSet:
             layers[name] = _layer_loader(str(path), i, _check_entry(i, entry, header.tensors))
         except _BadLayer as e:
             warnings.append(f"layer {name!r}: {e}; skipped")
+    layers = {n: layers[n] for n in in_model_order(layers)}  # model order, like every other loader
     config, extra = manifest.get("config"), manifest.get("extra")
     method = manifest.get("method", "unknown")
     return DeltaSet(layers, source=str(path), method=method if isinstance(method, str) else "unknown", format=FORMAT,

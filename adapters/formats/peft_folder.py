@@ -53,6 +53,8 @@ def _pick_tuner(ptype: str, cfg: dict[str, Any]) -> Tuner | None:
     return TUNERS.get(ptype) if ptype not in ("MORA", "NOLA") else None
 
 
+_DORA_NEEDS = "DoRA adapters need the base model: ΔW = m/‖W+s·BA‖·(W+s·BA) − W depends on W (pass base=... / --base)"
+
 # LoRA variants that change the maths (formats.md 1.2 / 1.4)
 _UNSUPPORTED_LORA = {"use_bdlora": "BD-LoRA", "kasa_config": "KaSA", "use_qalora": "QA-LoRA",
                      "arrow_config": "Arrow", "alora_invocation_tokens": "aLoRA"}
@@ -67,8 +69,7 @@ def _lora_checks(cfg: dict[str, Any], path: Path, base: BaseWeights | None, warn
         if cfg.get(key):
             warns.append(f"{label} ({key}) changes the update's formula; shown as plain LoRA s·B@A (approximate)")
     if cfg.get("use_dora") and base is None:
-        raise CheckpointError(path, "DoRA adapters need the base model: ΔW = m/‖W+s·BA‖·(W+s·BA) − W depends on "
-                                    "W (pass base=... / --base)")
+        raise CheckpointError(path, _DORA_NEEDS)
 
 
 def _matches(module: str, names: Any) -> bool:
@@ -156,6 +157,13 @@ def load_peft_weights(path: Path, tf: Any, cfg: dict[str, Any], base: BaseWeight
         from .official import _NOLA_NOTE
         if _NOLA_NOTE not in warns:
             warns.append(_NOLA_NOTE)
+    base_used = None
+    why = tuner.needs_base or (_DORA_NEEDS if tuner.method == "lora" and cfg.get("use_dora") else None)
+    if base is None and why:  # the base found by itself: adapter_config.json's base_model_name_or_path
+        from .hub_base import BASE_FIELD, find_base
+
+        base = find_base(path, cfg, why)
+        base_used = {"field": BASE_FIELD, "name": cfg.get(BASE_FIELD), "resolved": base.label}
     if tuner.method == "lora":
         _lora_checks(cfg, path, base, warns)
     if tuner.needs_base and base is None:
@@ -182,6 +190,8 @@ def load_peft_weights(path: Path, tf: Any, cfg: dict[str, Any], base: BaseWeight
                          "model to see it as a dense delta")
     config = dict(cfg)
     config["modules_to_save_found"] = sorted(saved)
+    if base_used:
+        config["base_model_used"] = base_used
     method = "dora" if ptype == "LORA" and cfg.get("use_dora") else tuner.method
     return finish(layers, source=str(path), method=method, format="peft", config=config, warnings=warns,
                   check=check)

@@ -48,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import adapters
-    from adapters.formats.atomic import atomic_write_bytes
+    from adapters.formats.csvsafe import write_csv
     from adapters.formats.native import save_native
 
-    from ..errors import UserError
+    from ..errors import UserError, clean_terminal
     from ._training import check_methods, check_run, check_task, format_metrics, run_training
 
     check_task(args.task)
@@ -76,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
         note = f"  (stopped: {res.stopped})" if res.stopped else ""
         print(f"{method:9s} {res.n_params:8d} params  {format_metrics(res.metrics)}  {res.wall_s:.1f} s{note}", flush=True)
         if res.stopped:
-            print(f"warning: {method}: {res.stopped}", file=sys.stderr)
-    atomic_write_bytes(out / "metrics.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+            print(f"warning: {method}: {clean_terminal(res.stopped)}", file=sys.stderr)
+    write_csv(pd.DataFrame(rows), out / "metrics.csv")  # spreadsheet-safe (no formula cells)
     traj = pd.concat(trajs, ignore_index=True)
     traj = traj[["method", *[c for c in traj.columns if c != "method"]]]
-    atomic_write_bytes(out / "trajectory.csv", traj.to_csv(index=False).encode())
-    print(f"wrote {len(methods)} checkpoints, metrics.csv and trajectory.csv to {out}")
+    write_csv(traj, out / "trajectory.csv")
+    print(f"wrote {len(methods)} checkpoints, metrics.csv and trajectory.csv to {clean_terminal(out)}")
     return 0

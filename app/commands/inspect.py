@@ -20,9 +20,11 @@ HELP = "per-layer rank, spectrum and sparsity of a checkpoint"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", metavar="PATH", help="a checkpoint (RankScope .safetensors; other formats when supported)")
+    p.add_argument("path", metavar="PATH", help="a checkpoint: a file or folder, or a Hugging Face repo id "
+                   "(org/name, org/name@rev, org/name/subfolder, hf://...; see docs/hub.md)")
     p.add_argument("--base", metavar="BASE", default=None,
-                   help="base model weights (safetensors with <layer>.weight): relative norms, and diffs of full fine-tunes")
+                   help="base model weights (safetensors with <layer>.weight, a folder or a repo id): relative norms, "
+                        "and diffs of full fine-tunes; default for DoRA/IA3/OFT/VeRA...: adapter_config.json's base_model_name_or_path")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object (the inspect contract)")
     p.add_argument("--delta-out", metavar="FILE.safetensors", default=None,
                    help="also write each layer's dense ΔW (float32, key <layer>.weight / <layer>.bias)")
@@ -40,10 +42,16 @@ def load_source(path: str, base: str | None = None):
 
     from ..errors import UserError
 
+    from adapters.formats import base_note, is_repo_id
+
     for p in (path, base):
-        if p is not None and not Path(p).exists():
+        if p is not None and not Path(p).exists() and not is_repo_id(p):
             raise UserError(p, "no such file or directory")
     ds = load(path, base=base)
+    note = base_note(ds)
+    if note:
+        from ..errors import clean_terminal
+        print(f"warning: {clean_terminal(note)}", file=sys.stderr)
     if base is None:
         return ds
     bw = as_base(base)

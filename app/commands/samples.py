@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     from adapters.training.samples import generate
 
-    from ..errors import UserError
+    from ..errors import UserError, clean_terminal
     from ._training import check_methods
 
     out = Path(args.output)
@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
     rows, notes = generate(out, methods, progress=lambda s: print(f"training {s} ...", file=sys.stderr, flush=True),
                            with_peft=not args.no_peft)
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {len(rows)} samples and README.md to {out}")
+        print(f"note: {clean_terminal(note)}", file=sys.stderr)
+    print(f"wrote {len(rows)} samples and README.md to {clean_terminal(out)}")
     return 0

@@ -44,5 +44,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.task}/{args.method}: {res.n_params} trainable parameters ({res.config}), {res.steps_done} steps "
           f"on {res.device} in {res.wall_s:.1f} s")
     print(f"  {format_metrics(res.metrics)}")
-    print(f"wrote {out}")
+    from ..errors import clean_terminal
+
+    print(f"wrote {clean_terminal(out)}")
     return 0

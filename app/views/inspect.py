@@ -20,6 +20,10 @@ with guard(label):
     c[1].metric("File format", summ["format"])
     c[2].metric("Adapted layers", summ["n_layers"])
     c[3].metric("Trainable parameters", f"{summ['n_params']:,}" if summ["n_params"] is not None else "unknown")
+    base = summ.get("base_used")
+    if base:
+        st.caption(md(f"W0 from the base model named in adapter_config.json ({base.get('field')} = "
+                      f"{base.get('name')}): {base.get('resolved')}"))
     for w in summ["warnings"]:
         st.warning(md(w))
 

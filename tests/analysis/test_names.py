@@ -81,3 +81,28 @@ def test_model_map_missing_cells_are_nan_and_blockless_dropped():
     assert pd.isna(grid.loc["0", "v"]) and grid.loc["1", "v"] == 2.0
     with pytest.raises(KeyError):
         model_map(table, "nope")
+
+
+def test_kohya_mid_block_between_down_and_up():
+    from analysis.names import sort_model_order
+
+    down = "lora_unet_down_blocks_1_attentions_0_proj_in"
+    mid = "lora_unet_mid_block_attentions_0_proj_in"
+    up = "lora_unet_up_blocks_0_attentions_0_proj_in"
+    assert sort_model_order([up, mid, down]) == [down, mid, up]
+
+
+def test_module_order_inside_blocks_of_other_families():
+    from analysis.names import sort_model_order
+
+    unet = [f"unet.down_blocks.0.attentions.0.transformer_blocks.0.{a}.{p}" for a in ("attn1", "attn2")
+            for p in ("to_q", "to_k", "to_v")]
+    assert sort_model_order(reversed(unet)) == unet
+    kohya = [f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_{a}_{p}" for a in ("attn1", "attn2")
+             for p in ("to_q", "to_k", "to_v")]
+    assert sort_model_order(reversed(kohya)) == kohya
+    bert = [f"bert.encoder.layer.3.{m}" for m in ("attention.self.query", "attention.self.key", "attention.self.value",
+                                                  "attention.output.dense", "intermediate.dense", "output.dense")]
+    assert sort_model_order(reversed(bert)) == bert
+    gpt2 = [f"transformer.h.1.{m}" for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+    assert sort_model_order(reversed(gpt2)) == gpt2

@@ -8,6 +8,7 @@ and a block-diagonal dense ΔW spanning several bands.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from adapters.delta import LayerDelta, LowRank
@@ -20,6 +21,7 @@ def dense_lora(m: int = 4096, n: int = 11008, r: int = 16) -> LayerDelta:
     return LayerDelta("model.layers.0.mlp.up_proj", (m, n), low_rank=[LowRank(B, A, 2.0)], method="lora")
 
 
+@pytest.mark.slow  # three samples of a 45M-entry support: ~5 s on 2 cores
 def test_dense_support_sample_is_uniform_over_rows_and_columns():
     d = dense_lora()
     df = spy_points(d, max_points=20_000, seed=0)

@@ -137,3 +137,21 @@ def test_no_blocks_gives_a_message(names):
     t = pd.DataFrame({"layer": names, "effective_rank": [1.0] * len(names)})
     grid = model_map(t, "effective_rank") if names else pd.DataFrame()
     assert model_map_figure(grid, "effective_rank").layout.annotations
+
+
+def test_spectra_of_many_layers_one_gapped_trace_per_source():
+    rows = [{"source": s, "layer": f"m.layers.{b}.<q>", "index": i + 1, "sigma": (b + 1) * 2.0 ** -i}
+            for s in ("a", "b") for b in range(30) for i in range(4)]
+    fig = charts.spectra_figure(pd.DataFrame(rows))
+    assert len(fig.data) == 2 and [t.name for t in fig.data] == ["a", "b"]
+    tr = fig.data[0]
+    assert len(tr.x) == 30 * 5 and tr.x[4] is None and tr.y[4] is None  # a gap after each layer
+    assert list(tr.y[5:9]) == [2.0, 1.0, 0.5, 0.25] and tr.customdata[5] == "m.layers.1.&lt;q&gt;"
+
+
+def test_source_lines_ticks_at_block_starts():
+    t = llama_table(5)
+    fig = charts.metric_by_layer_figure(pd.concat([t.assign(source="a"), t.assign(source="b")]), "effective_rank")
+    assert list(fig.layout.xaxis.tickvals) == [0, 7, 14, 21, 28] and list(fig.layout.xaxis.ticktext) == list("01234")
+    tr = fig.data[0]
+    assert tr.customdata[8] == f"{PREFIX}1.self_attn.k_proj" and tr.y[8] == 11.0  # model order, not the shuffled one

@@ -75,3 +75,51 @@ def test_inspect_export_report_follow_model_order(llama_peft, tmp_path, capsys):
     assert [r["layer"] for r in rows] == EXPECTED
     assert [(int(r["block"]), r["module"]) for r in rows] == [(b, m) for b in range(N_BLOCKS) for m in MODULES]
     assert [r["layer"] for r in json.loads(js.read_text())["sources"][0]["layers"]] == EXPECTED
+
+
+def test_names_without_blocks_keep_the_file_order(tmp_path):
+    from adapters.delta import DeltaSet, LayerDelta, LowRank
+    from adapters.formats.native import save_native
+    from adapters.names import in_model_order
+
+    names = ["lin1", "lin0", "model.layers.10.q_proj", "head", "model.layers.2.q_proj", "model.layers.2.k_proj"]
+    assert in_model_order(names) == ["model.layers.2.q_proj", "model.layers.2.k_proj", "model.layers.10.q_proj",
+                                     "lin1", "lin0", "head"]
+    layers = [LayerDelta(n, (3, 2), low_rank=LowRank(torch.ones(3, 1), torch.ones(1, 2))) for n in names]
+    path = save_native(tmp_path / "n.safetensors", DeltaSet(layers))
+    assert load(path).names == in_model_order(names)
+
+
+def _kohya_pair(g, out_f=6, in_f=5, r=2):
+    return torch.randn(r, in_f, generator=g), torch.randn(out_f, r, generator=g)
+
+
+def test_kohya_unet_in_model_order(tmp_path):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    mods = ["lora_unet_up_blocks_0_attentions_1_transformer_blocks_0_attn1_to_q",
+            "lora_unet_down_blocks_10_attentions_0_transformer_blocks_0_attn1_to_k",
+            "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q",
+            "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q",
+            "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_k"]
+    tensors = {}
+    for m in mods:
+        d, u = _kohya_pair(g)
+        tensors |= {f"{m}.lora_down.weight": d, f"{m}.lora_up.weight": u, f"{m}.alpha": torch.tensor(2.0)}
+    save_file(tensors, tmp_path / "k.safetensors", metadata={"ss_network_module": "networks.lora"})
+    assert load(tmp_path / "k.safetensors").names == [mods[2], mods[4], mods[1], mods[3], mods[0]]  # down 2, 10, mid, up
+
+
+def test_full_diff_in_model_order(tmp_path):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    names = [f"model.layers.{b}.{m}" for b in (10, 2, 1) for m in ("mlp.down_proj", "self_attn.q_proj")]
+    base = {f"{n}.weight": torch.randn(4, 3, generator=g) for n in names}
+    tuned = {k: v + 0.1 for k, v in base.items()}
+    save_file(base, tmp_path / "base.safetensors")
+    save_file(tuned, tmp_path / "tuned.safetensors")
+    ds = load(tmp_path / "tuned.safetensors", base=tmp_path / "base.safetensors")
+    assert ds.format == "diff"
+    assert ds.names == [f"model.layers.{b}.{m}" for b in (1, 2, 10) for m in ("self_attn.q_proj", "mlp.down_proj")]
