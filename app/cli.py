@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .errors import UserError, clean_terminal
 
-COMMANDS = ("app", "inspect", "train", "compare", "report", "export", "samples", "survey")
+COMMANDS = ("app", "inspect", "train", "compare", "report", "export", "samples", "survey", "relate")
 
 
 def _version() -> str:

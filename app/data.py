@@ -22,6 +22,7 @@ __all__ = [
     "load_deltaset", "open_source", "layer_stats", "stats_ready", "source_summary", "rank_table", "spectra", "sparsity_table", "layer_heatmap",
     "layer_spy", "layer_norms", "trajectory", "inspect_json", "monte_carlo", "compression_table",
     "schedule_curves", "layer_names", "mora_rank_curve", "prop1_point", "report_files", "survey_query",
+    "relate_inputs", "relate_layer",
 ]
 
 Key = tuple[int, int]
@@ -249,3 +250,43 @@ def _survey(path: str, key: Key, name: str, args: tuple) -> Any:
 def survey_query(path: str, name: str, *args: Any) -> Any:
     """``app.survey.query.<name>(path, *args)`` (bounded aggregates), cached by path and fingerprint."""
     return _survey(path, fingerprint(path), name, args)
+
+
+# -- Relations page (app.relating over cached DeltaSets; one layer per call so progress can show) --------------
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _base_weights(path: str, key: Key):
+    from adapters.formats.basemodel import as_base
+
+    from .svdcache import BaseSVDCache, base_digest
+
+    return as_base(path), BaseSVDCache(base_digest(path))
+
+
+def relate_inputs(a: str, b: str | None, base: str | None):
+    """Checked ``app.relating.RelateInputs`` over the cached checkpoints (and base) of these paths."""
+    from .relating import RelateInputs, prepare
+
+    if b is None and base is None:
+        raise ValueError("pick a second checkpoint or a base model")
+    bw, cache = _base_weights(base, fingerprint(base)) if base else (None, None)
+    inp = RelateInputs(a, load_deltaset(a), b, load_deltaset(b) if b else None, base, bw, cache=cache)
+    return prepare(inp)
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def _relate_layer(a: str, ka: Key, b: str | None, kb: Key | None, base: str | None, kbase: Key | None, layer: str,
+                  k: int, eps: float, with_esd: bool) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    from .relating import RelateInputs, relate_layer
+
+    bw, cache = _base_weights(base, kbase) if base else (None, None)
+    inp = RelateInputs(a, _deltaset(a, ka), b, _deltaset(b, kb) if b else None, base, bw, [layer], cache)
+    rec, warns, arrays = relate_layer(inp, layer, k, eps, with_esd=with_esd)
+    return rec, warns, {key: (np.asarray(v.detach().cpu().double()) if hasattr(v, "detach") else v)
+                        for key, v in arrays.items()}
+
+
+def relate_layer(a: str, b: str | None, base: str | None, layer: str, k: int, eps: float,
+                 with_esd: bool = True) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """One layer's relation record, warnings and plot arrays (numpy), cached by paths+fingerprints."""
+    return _relate_layer(a, fingerprint(a), b, fingerprint(b) if b else None, base,
+                         fingerprint(base) if base else None, layer, int(k), float(eps), bool(with_esd))

@@ -44,6 +44,7 @@ PAGES = {
         st.Page("views/inspect.py", title="Inspect", icon=":material/search:", default=True),
         st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
         st.Page("views/survey.py", title="Survey", icon=":material/table_chart:"),
+        st.Page("views/relations.py", title="Relations", icon=":material/join_inner:"),
     ],
     "Train": [st.Page("views/train.py", title="Train", icon=":material/model_training:")],
     "Explore the theory": [

@@ -72,6 +72,8 @@ class Report:
     compression: pd.DataFrame | None = None
     compression_shapes: list[tuple[str, int, int, int]] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # per source: layer table (+ rel_fro_norm)
+    relations: list[tuple[str, str, Any]] = field(default_factory=list)  # app.report_relations sections
+    relations_summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _version() -> str:
@@ -119,6 +121,7 @@ def build_report(sources: Sequence[ReportSource], options: dict[str, Any] | None
     if not sources:
         raise ValueError("a report needs at least one source")
     options = dict(options or {})
+    relations_base = options.pop("relations_base", None)  # a local path: used, not written into the report
     objs, summaries, tables = [], [], []
     for s in sources:
         full = inspect_deltaset(s.deltas, details=True)  # details: rel_fro_norm for the map
@@ -165,6 +168,10 @@ def build_report(sources: Sequence[ReportSource], options: dict[str, Any] | None
 
         rep.compression_shapes = [(f"{d}×{k}", d, k, n) for (d, k), n in shapes.items()]
         rep.compression = compression_table(rep.compression_shapes, r=int(options.get("r", 8)))
+    if len(sources) >= 2 or relations_base:
+        from .report_relations import relation_sections
+
+        rep.relations, rep.relations_summary = relation_sections(sources, relations_base)
     return rep
 
 
@@ -190,6 +197,7 @@ def report_json(rep: Report) -> str:
     return json.dumps(_clean({
         "rankscope_version": rep.version, "created": rep.created, "options": rep.options,
         "sources": rep.sources, "summary": rep.summary.to_dict(orient="records"),
+        **({"relations": rep.relations_summary} if rep.relations_summary else {}),
     }), indent=2, ensure_ascii=False)
 
 
@@ -296,7 +304,7 @@ def _figures(rep: Report) -> list[tuple[str, str, Any]]:
     if rep.compression is not None:
         out.append(("Compression", f"Trainable parameters each method would need for the first source's layer shapes "
                     f"(r = {rep.options.get('r', 8)}).", charts.compression_figure(rep.compression)))
-    return out
+    return out + rep.relations
 
 
 CSS = """

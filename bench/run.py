@@ -28,7 +28,7 @@ from bench.timing import machine_description
 
 __all__ = ["BENCHMARKS", "main"]
 
-BENCHMARKS = ("inspect_scale", "train_step", "claims", "app_pages", "hub_base", "report_scale", "survey_scale", "app_scale")
+BENCHMARKS = ("inspect_scale", "train_step", "claims", "app_pages", "hub_base", "report_scale", "survey_scale", "app_scale", "relations_scale")
 IMPORT_ERROR = 3  # exit status of a child whose benchmark module failed to import
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 15 * 60

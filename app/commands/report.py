@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {clean_terminal(label)}: {clean_terminal(note)}", file=sys.stderr)
         sources.append(ReportSource(label, str(resolve_source(p)), ds))
     base_name = (args.base if is_repo_id(args.base) else Path(args.base).name) if args.base else None
-    options = {"base": base_name, "r": args.r, "command": "rankscope report"}
+    options = {"base": base_name, "r": args.r, "command": "rankscope report", "relations_base": args.base}
     rep = build_report(sources, options)
     atomic_write_bytes(args.output, report_html(rep).encode("utf-8"))
     written = [args.output]
