@@ -38,7 +38,7 @@ def _opened() -> list[str]:
     return [x for x in os.environ.get("RANKSCOPE_OPEN", "").splitlines() if x.strip()] + list(args.open)
 
 
-st.set_page_config(page_title="RankScope", page_icon=":material/straighten:", layout="wide")
+st.set_page_config(page_title="RankScope", page_icon="📐", layout="wide")
 PAGES = {
     "Analyse": [
         st.Page("views/inspect.py", title="Inspect", icon=":material/search:", default=True),
