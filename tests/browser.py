@@ -55,13 +55,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_app(samples: Path, timeout: float = 120, no_browser: bool = True,
+def served_app(samples: Path | None, timeout: float = 120, no_browser: bool = True,
                env: dict[str, str] | None = None, args: list[str] | None = None) -> Iterator[str]:
-    """``python -m app.cli app --port P [--no-browser] [args...]`` on ``samples`` with no terminal on stdin
+    """``python -m app.cli app --port P [--no-browser] [args...]`` on ``samples`` (None: no ``--samples``) with no terminal on stdin
     (as under ``make run`` in CI); yields its URL (always 127.0.0.1, even with ``--host 0.0.0.0`` in
     ``args``) and stops the server afterwards."""
     port = free_port()
-    argv = [sys.executable, "-m", "app.cli", "app", "--port", str(port), "--samples", str(samples), *(args or [])]
+    argv = [sys.executable, "-m", "app.cli", "app", "--port", str(port),
+            *(["--samples", str(samples)] if samples is not None else []), *(args or [])]
     proc = subprocess.Popen(argv + (["--no-browser"] if no_browser else []), cwd=REPO, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

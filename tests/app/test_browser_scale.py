@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from bench.llama_lora import make_llama_lora
-from tests.browser import ARTIFACTS, REPO, browser, free_port
+from tests.browser import ARTIFACTS, REPO, browser, served_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,34 +24,10 @@ MAP_SHAPE = """(i) => { const g = document.querySelectorAll('.js-plotly-plot')[i
   const t = g._fullData[0]; return [t.type, t.z.length, t.z[0].length, Array.from(t.x), Array.from(t.y)]; }"""
 
 
-@contextmanager
-def rankscope_app(paths: list[Path], timeout: float = 120) -> Iterator[str]:
-    """``python -m app.cli app PATH... --no-browser`` on a free port; yields its URL, stops it afterwards."""
-    port = free_port()
+def rankscope_app(paths: list[Path], timeout: float = 120):
+    """``rankscope app PATH... --no-browser`` on a free port (``tests.browser.served_app``); yields its URL."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "app", *map(str, paths), "--port", str(port), "--no-browser"],
-                            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.read().decode() == "ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"the workbench did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return served_app(None, timeout=timeout, env=env, args=[str(p) for p in paths])
 
 
 def _clean(page) -> str:
